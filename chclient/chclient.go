@@ -1,0 +1,129 @@
+// Package chclient holds the ClickHouse connection settings shared by every
+// command and opens clickhouse-go/v2 native connections from them (used for
+// DDL and queries; inserts go through ingestor's HTTP transport).
+package chclient
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Options locate a ClickHouse server. The zero value is a local server's
+// default ports and the clickagg database.
+type Options struct {
+	HTTP        string        // HTTP interface URL; default http://127.0.0.1:8123
+	Native      string        // native protocol host:port; default 127.0.0.1:9000
+	Database    string        // default "clickagg"
+	User        string        // default "default"
+	Password    string        // never logged
+	DialTimeout time.Duration // default 5 s
+}
+
+// WithDefaults fills the zero fields.
+func (o Options) WithDefaults() Options {
+	if o.HTTP == "" {
+		o.HTTP = "http://127.0.0.1:8123"
+	}
+	if o.Native == "" {
+		o.Native = "127.0.0.1:9000"
+	}
+	if o.Database == "" {
+		o.Database = "clickagg"
+	}
+	if o.User == "" {
+		o.User = "default"
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	return o
+}
+
+// OpenNative opens a native-protocol connection pool to o.Database and pings
+// it. Deadlines of the ctx passed to each call become I/O deadlines.
+func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
+	o = o.WithDefaults()
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{o.Native},
+		Auth:        clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
+		DialTimeout: o.DialTimeout,
+		ReadTimeout: 5 * time.Minute, // a safety net; callers bound queries by ctx
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %s: %w", o.Native, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping clickhouse %s: %w", o.Native, err)
+	}
+	return conn, nil
+}
+
+// EnsureDatabase creates o.Database when it does not exist. It connects to
+// the default database, since a connection to a missing one is refused.
+func EnsureDatabase(ctx context.Context, o Options) error {
+	o = o.WithDefaults()
+	target := o.Database
+	o.Database = "default"
+	conn, err := OpenNative(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(target)); err != nil {
+		return fmt.Errorf("create database %s: %w", target, err)
+	}
+	return nil
+}
+
+// QuoteIdent quotes a ClickHouse identifier with backquotes.
+func QuoteIdent(s string) string {
+	b := []byte{'`'}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '`' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(append(b, '`'))
+}
+
+// Version is a server version, e.g. 18.16.1 or 24.8.14.
+type Version struct{ Major, Minor, Patch int }
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// AtLeast reports whether v is major.minor or newer.
+func (v Version) AtLeast(major, minor int) bool {
+	return v.Major > major || (v.Major == major && v.Minor >= minor)
+}
+
+var versionRE = regexp.MustCompile(`^(\d+)\.(\d+)(?:\.(\d+))?`)
+
+// ParseVersion parses the text of SELECT version().
+func ParseVersion(s string) (Version, error) {
+	m := versionRE.FindStringSubmatch(s)
+	if m == nil {
+		return Version{}, fmt.Errorf("server version %q: not recognized", s)
+	}
+	var v Version
+	v.Major, _ = strconv.Atoi(m[1])
+	v.Minor, _ = strconv.Atoi(m[2])
+	v.Patch, _ = strconv.Atoi(m[3])
+	return v, nil
+}
+
+// ServerVersion asks the server its version.
+func ServerVersion(ctx context.Context, conn driver.Conn) (Version, error) {
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&s); err != nil {
+		return Version{}, fmt.Errorf("server version: %w", err)
+	}
+	return ParseVersion(s)
+}

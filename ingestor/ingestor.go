@@ -1,0 +1,365 @@
+// Package ingestor batches events into ClickHouse. Rows are appended to
+// reusable ch-go proto columns, sealed into a block on max rows, max bytes or
+// linger, and sent by a few senders with bounded retries. Add returns only
+// once its rows are committed, so the collector never acknowledges an event
+// ClickHouse does not have (group commit: concurrent Adds share a block).
+package ingestor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+	"golang.org/x/sync/semaphore"
+)
+
+// ErrBufferFull is returned by Add when MaxBufferedRows rows are already
+// waiting for ClickHouse and ctx ended before room was made. Callers should
+// shed load (HTTP 503) and let the sender retry later.
+var ErrBufferFull = errors.New("ingest buffer full")
+
+// ErrClosed is returned by Add after Close.
+var ErrClosed = errors.New("ingestor closed")
+
+// ErrTooLarge is returned by Add for a Rows larger than MaxBufferedRows.
+var ErrTooLarge = errors.New("rows exceed the ingest buffer")
+
+// Options configures an Ingestor. The zero value suits about 50k events/s
+// into the events table.
+type Options struct {
+	Table           string        // default "events"
+	MaxRows         int           // rows that seal a block; default 65536
+	MaxBytes        int           // estimated bytes that seal a block; default 32 MiB
+	Linger          time.Duration // longest wait before a non-full block is sent; default 100 ms
+	MaxInflight     int           // concurrent INSERTs; default 2
+	MaxBufferedRows int           // rows accepted but not committed before Add blocks; default 262144
+	MaxRetries      int           // retries of a failed INSERT after the first try; default 4, -1 for none
+	Backoff         time.Duration // first retry delay, doubling with jitter; default 100 ms
+	MaxBackoff      time.Duration // default 2 s
+	InsertTimeout   time.Duration // one INSERT attempt; default 30 s
+	Hooks           Hooks         // optional
+}
+
+func (o *Options) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if o.Table == "" {
+		o.Table = "events"
+	}
+	def(&o.MaxRows, 65536)
+	def(&o.MaxBytes, 32<<20)
+	def(&o.MaxInflight, 2)
+	def(&o.MaxBufferedRows, 262144)
+	def(&o.MaxRetries, 4)
+	defDur(&o.Linger, 100*time.Millisecond)
+	defDur(&o.Backoff, 100*time.Millisecond)
+	defDur(&o.MaxBackoff, 2*time.Second)
+	defDur(&o.InsertTimeout, 30*time.Second)
+	if o.MaxRetries < 0 {
+		o.MaxRetries = 0
+	}
+}
+
+// Hooks observe the ingestor, e.g. for metrics; calls are synchronous and
+// must be quick.
+type Hooks interface {
+	OnFlush(FlushInfo)
+}
+
+// FlushInfo describes one block sent to ClickHouse.
+type FlushInfo struct {
+	Rows     int
+	Bytes    int // Native-encoded size
+	Attempts int
+	Duration time.Duration // from the first attempt to the last answer
+	Err      error         // nil when committed
+}
+
+// Stats are running totals.
+type Stats struct {
+	BufferedRows  int64 // accepted by Add, not yet committed or failed
+	CommittedRows int64
+	FailedRows    int64
+	Blocks        int64 // blocks committed
+	Retries       int64
+}
+
+// result is what the waiters of one block learn; not recycled with the block.
+type result struct {
+	done chan struct{}
+	err  error
+}
+
+type block struct {
+	rows  Rows
+	res   *result
+	timer *time.Timer
+}
+
+// Ingestor batches Rows into a table. It is safe for concurrent use.
+type Ingestor struct {
+	o     Options
+	t     Transport
+	query string
+	sem   *semaphore.Weighted
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signals senders: queue not empty or stopping
+	cur      *block
+	queue    []*block
+	pending  map[*result]struct{} // sealed, not finished
+	free     []*block
+	closed   bool
+	stopping bool
+
+	ctx    context.Context // cancelled when Close gives up on draining
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	buffered, committed, failed, blocks, retries atomic.Int64
+}
+
+// New starts an Ingestor sending through t.
+func New(t Transport, o Options) *Ingestor {
+	o.setDefaults()
+	in := &Ingestor{
+		o:       o,
+		t:       t,
+		query:   "INSERT INTO " + o.Table + " (" + strings.Join(Columns, ", ") + ") FORMAT Native",
+		sem:     semaphore.NewWeighted(int64(o.MaxBufferedRows)),
+		pending: make(map[*result]struct{}),
+	}
+	in.cond = sync.NewCond(&in.mu)
+	in.ctx, in.cancel = context.WithCancel(context.Background())
+	for range o.MaxInflight {
+		in.wg.Add(1)
+		go in.sender()
+	}
+	return in
+}
+
+// Add appends r and waits until its rows are committed to ClickHouse or
+// have failed for good (after the retries). ctx bounds only the wait for
+// buffer room: when it ends first, Add returns ErrBufferFull and nothing of
+// r was taken. Once taken, r's rows are all in one INSERT. r may be reused
+// when Add returns.
+func (in *Ingestor) Add(ctx context.Context, r *Rows) error {
+	n := r.Len()
+	if n == 0 {
+		return nil
+	}
+	if n > in.o.MaxBufferedRows {
+		return fmt.Errorf("%w: %d rows, limit %d", ErrTooLarge, n, in.o.MaxBufferedRows)
+	}
+	if err := in.sem.Acquire(ctx, int64(n)); err != nil {
+		return fmt.Errorf("%w: %v", ErrBufferFull, err)
+	}
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		in.sem.Release(int64(n))
+		return ErrClosed
+	}
+	in.buffered.Add(int64(n))
+	b := in.current()
+	b.rows.AppendRows(r)
+	res := b.res
+	if b.rows.Len() >= in.o.MaxRows || b.rows.Bytes() >= in.o.MaxBytes {
+		in.sealLocked()
+	}
+	in.mu.Unlock()
+	<-res.done
+	return res.err
+}
+
+// current returns the open block, starting one (and its linger timer) if
+// there is none. in.mu must be held.
+func (in *Ingestor) current() *block {
+	if in.cur != nil {
+		return in.cur
+	}
+	var b *block
+	if n := len(in.free); n > 0 {
+		b, in.free = in.free[n-1], in.free[:n-1]
+	} else {
+		b = new(block)
+	}
+	res := &result{done: make(chan struct{})}
+	b.res = res
+	b.timer = time.AfterFunc(in.o.Linger, func() {
+		in.mu.Lock()
+		if in.cur == b && b.res == res { // not a recycled b's stale timer
+			in.sealLocked()
+		}
+		in.mu.Unlock()
+	})
+	in.cur = b
+	return b
+}
+
+// sealLocked hands the open block to the senders. in.mu must be held.
+func (in *Ingestor) sealLocked() {
+	b := in.cur
+	if b == nil {
+		return
+	}
+	in.cur = nil
+	b.timer.Stop()
+	in.queue = append(in.queue, b)
+	in.pending[b.res] = struct{}{}
+	in.cond.Signal()
+}
+
+// Flush sends the open block and waits until every block sealed before the
+// call is committed or failed. It returns the first block error, or ctx's.
+func (in *Ingestor) Flush(ctx context.Context) error {
+	in.mu.Lock()
+	in.sealLocked()
+	waits := make([]*result, 0, len(in.pending))
+	for r := range in.pending {
+		waits = append(waits, r)
+	}
+	in.mu.Unlock()
+	var first error
+	for _, r := range waits {
+		select {
+		case <-r.done:
+			if first == nil {
+				first = r.err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("flush: %w", ctx.Err())
+		}
+	}
+	return first
+}
+
+// Close stops taking rows, flushes what is buffered and stops the senders.
+// When ctx ends before the flush is done, in-flight INSERTs are cancelled
+// and their waiters get an error: nothing unacknowledged is reported as
+// committed.
+func (in *Ingestor) Close(ctx context.Context) error {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
+	err := in.Flush(ctx)
+	if err != nil && ctx.Err() != nil {
+		in.cancel()
+	}
+	in.mu.Lock()
+	in.stopping = true
+	in.cond.Broadcast()
+	in.mu.Unlock()
+	in.wg.Wait()
+	in.cancel()
+	return err
+}
+
+// Stats returns running totals.
+func (in *Ingestor) Stats() Stats {
+	return Stats{
+		BufferedRows:  in.buffered.Load(),
+		CommittedRows: in.committed.Load(),
+		FailedRows:    in.failed.Load(),
+		Blocks:        in.blocks.Load(),
+		Retries:       in.retries.Load(),
+	}
+}
+
+func (in *Ingestor) sender() {
+	defer in.wg.Done()
+	var buf proto.Buffer
+	for {
+		in.mu.Lock()
+		for len(in.queue) == 0 && !in.stopping {
+			in.cond.Wait()
+		}
+		if len(in.queue) == 0 {
+			in.mu.Unlock()
+			return
+		}
+		b := in.queue[0]
+		in.queue[0] = nil
+		in.queue = in.queue[1:]
+		in.mu.Unlock()
+
+		n := b.rows.Len()
+		err := in.send(&buf, &b.rows)
+		in.buffered.Add(-int64(n))
+		if err != nil {
+			in.failed.Add(int64(n))
+		} else {
+			in.committed.Add(int64(n))
+			in.blocks.Add(1)
+		}
+		b.res.err = err
+		close(b.res.done)
+		in.sem.Release(int64(n))
+
+		in.mu.Lock()
+		delete(in.pending, b.res)
+		b.res = nil
+		b.rows.Reset()
+		if len(in.free) < in.o.MaxInflight+2 {
+			in.free = append(in.free, b)
+		}
+		in.mu.Unlock()
+	}
+}
+
+// send encodes rows and inserts them, retrying temporary failures.
+func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
+	buf.Reset()
+	input := rows.input()
+	if err := (proto.Block{Columns: len(input), Rows: rows.Len()}).EncodeRawBlock(buf, 0, input); err != nil {
+		return fmt.Errorf("encode block: %w", err)
+	}
+	start := time.Now()
+	var err error
+	attempt := 0
+	for {
+		attempt++
+		ctx, cancel := context.WithTimeout(in.ctx, in.o.InsertTimeout)
+		err = in.t.Insert(ctx, in.query, buf.Buf)
+		cancel()
+		if err == nil || attempt > in.o.MaxRetries || !Temporary(err) || in.ctx.Err() != nil {
+			break
+		}
+		in.retries.Add(1)
+		select {
+		case <-time.After(in.backoff(attempt)):
+		case <-in.ctx.Done():
+		}
+	}
+	if in.o.Hooks != nil {
+		in.o.Hooks.OnFlush(FlushInfo{Rows: rows.Len(), Bytes: len(buf.Buf), Attempts: attempt, Duration: time.Since(start), Err: err})
+	}
+	if err != nil {
+		return fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
+	}
+	return nil
+}
+
+// backoff is the delay before retry attempt (1-based), with full jitter in
+// its upper half so that senders do not retry in lockstep.
+func (in *Ingestor) backoff(attempt int) time.Duration {
+	d := in.o.Backoff << (attempt - 1)
+	if d > in.o.MaxBackoff || d <= 0 {
+		d = in.o.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}

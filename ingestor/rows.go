@@ -1,0 +1,131 @@
+package ingestor
+
+import (
+	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+
+	"github.com/clickagg/clickagg"
+)
+
+// Rows holds events in columnar form, in the column layout of the events
+// table. A collector fills one per request without locks; Add then merges it
+// into the shared batch with a few memory copies. Rows copies every string it
+// is given, so decoders may reuse their buffers.
+type Rows struct {
+	eventID, adID, campaignID, userID proto.ColStr
+	typ, format, device               proto.ColInt8
+	ts, received                      proto.ColDateTime
+	tsMillis                          proto.ColUInt16
+	ip, country                       proto.ColFixedStr
+	price                             proto.ColUInt64
+	receivedAt                        proto.DateTime
+}
+
+// fixedRowBytes is the encoded size of a row's fixed-width columns plus one
+// length byte per string; the estimate behind Options.MaxBytes.
+const fixedRowBytes = 1 + 4 + 2 + 16 + 2 + 1 + 1 + 8 + 4 + 4
+
+// enumType wraps an Int8 column with the exact Enum8 type of the table, so
+// the Native block declares the same type the server has.
+type enumType struct {
+	*proto.ColInt8
+	t proto.ColumnType
+}
+
+func (c enumType) Type() proto.ColumnType { return c.t }
+
+// Columns lists the events table columns Rows fills, in block order.
+var Columns = []string{"event_id", "type", "ts", "ts_millis", "ad_id", "campaign_id", "user_id", "ip", "country", "ad_format", "device", "price_micros", "received_at"}
+
+func (r *Rows) input() proto.Input {
+	r.ip.SetSize(16)
+	r.country.SetSize(2)
+	return proto.Input{
+		{Name: "event_id", Data: &r.eventID},
+		{Name: "type", Data: enumType{&r.typ, proto.ColumnType(clickagg.EventTypeSQL)}},
+		{Name: "ts", Data: &r.ts},
+		{Name: "ts_millis", Data: &r.tsMillis},
+		{Name: "ad_id", Data: &r.adID},
+		{Name: "campaign_id", Data: &r.campaignID},
+		{Name: "user_id", Data: &r.userID},
+		{Name: "ip", Data: &r.ip},
+		{Name: "country", Data: &r.country},
+		{Name: "ad_format", Data: enumType{&r.format, proto.ColumnType(clickagg.AdFormatSQL)}},
+		{Name: "device", Data: enumType{&r.device, proto.ColumnType(clickagg.DeviceSQL)}},
+		{Name: "price_micros", Data: &r.price},
+		{Name: "received_at", Data: &r.received},
+	}
+}
+
+// SetReceived sets the receive time stamped on rows appended from now on.
+func (r *Rows) SetReceived(t time.Time) { r.receivedAt = proto.DateTime(t.Unix()) }
+
+// Append adds one event.
+func (r *Rows) Append(ev *clickagg.Event) {
+	r.eventID.Append(ev.EventID)
+	r.typ.Append(int8(ev.Type))
+	r.ts.AppendRaw(proto.DateTime(ev.Time.Unix()))
+	r.tsMillis.Append(uint16(ev.Time.Nanosecond() / 1e6))
+	r.adID.Append(ev.AdID)
+	r.campaignID.Append(ev.CampaignID)
+	r.userID.Append(ev.UserID)
+	r.ip.Buf = append(r.ip.Buf, ev.IP[:]...)
+	r.country.Buf = append(r.country.Buf, ev.Country[:]...)
+	r.format.Append(int8(ev.AdFormat))
+	r.device.Append(int8(ev.Device))
+	r.price.Append(ev.PriceMicros)
+	r.received.AppendRaw(r.receivedAt)
+}
+
+// Len is the number of rows.
+func (r *Rows) Len() int { return len(r.typ) }
+
+// Bytes estimates the encoded size of the rows.
+func (r *Rows) Bytes() int {
+	return r.Len()*fixedRowBytes + len(r.eventID.Buf) + len(r.adID.Buf) + len(r.campaignID.Buf) + len(r.userID.Buf)
+}
+
+// Reset empties r, keeping its memory for reuse.
+func (r *Rows) Reset() {
+	for _, c := range []*proto.ColStr{&r.eventID, &r.adID, &r.campaignID, &r.userID} {
+		c.Reset()
+	}
+	r.typ.Reset()
+	r.format.Reset()
+	r.device.Reset()
+	r.ts.Reset()
+	r.received.Reset()
+	r.tsMillis.Reset()
+	r.ip.Buf = r.ip.Buf[:0]
+	r.country.Buf = r.country.Buf[:0]
+	r.price.Reset()
+}
+
+// AppendRows adds all rows of o.
+func (r *Rows) AppendRows(o *Rows) {
+	appendStr(&r.eventID, &o.eventID)
+	appendStr(&r.adID, &o.adID)
+	appendStr(&r.campaignID, &o.campaignID)
+	appendStr(&r.userID, &o.userID)
+	r.typ = append(r.typ, o.typ...)
+	r.format = append(r.format, o.format...)
+	r.device = append(r.device, o.device...)
+	r.ts.Data = append(r.ts.Data, o.ts.Data...)
+	r.received.Data = append(r.received.Data, o.received.Data...)
+	r.tsMillis = append(r.tsMillis, o.tsMillis...)
+	r.ip.Buf = append(r.ip.Buf, o.ip.Buf...)
+	r.country.Buf = append(r.country.Buf, o.country.Buf...)
+	r.price = append(r.price, o.price...)
+}
+
+func appendStr(dst, src *proto.ColStr) {
+	off := len(dst.Buf)
+	dst.Buf = append(dst.Buf, src.Buf...)
+	for _, p := range src.Pos {
+		dst.Pos = append(dst.Pos, proto.Position{Start: p.Start + off, End: p.End + off})
+	}
+}
+
+// EventID returns the event id of row i; the string aliases r's memory.
+func (r *Rows) EventID(i int) string { return r.eventID.Row(i) }

@@ -1,0 +1,11 @@
+CREATE MATERIALIZED VIEW IF NOT EXISTS ad_stats_daily_mv TO ad_stats_daily AS
+SELECT
+    toDate(ts) AS day,
+    ad_id,
+    campaign_id,
+    toInt64(countIf(type = 'impression')) AS impressions,
+    toInt64(countIf(type = 'click')) AS clicks,
+    toInt64(countIf(type = 'conversion')) AS conversions,
+    toInt64(sum(price_micros)) AS spend_micros
+FROM events
+GROUP BY day, ad_id, campaign_id
