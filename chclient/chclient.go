@@ -6,8 +6,10 @@ package chclient
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -126,4 +128,22 @@ func ServerVersion(ctx context.Context, conn driver.Conn) (Version, error) {
 		return Version{}, fmt.Errorf("server version: %w", err)
 	}
 	return ParseVersion(s)
+}
+
+// PingHTTP checks that the HTTP interface answers /ping.
+func PingHTTP(ctx context.Context, o Options) error {
+	o = o.WithDefaults()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(o.HTTP, "/")+"/ping", nil)
+	if err != nil {
+		return fmt.Errorf("ping clickhouse: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ping clickhouse: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ping clickhouse: http %d", resp.StatusCode)
+	}
+	return nil
 }

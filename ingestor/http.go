@@ -105,6 +105,10 @@ func (h *HTTP) Insert(ctx context.Context, query string, block []byte) error {
 	}
 	resp, err := h.o.Client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL holds the whole query; the cause is enough
+		}
 		return &NetError{Err: err}
 	}
 	defer resp.Body.Close()

@@ -1,0 +1,49 @@
+# clickagg: two commands set everything up on a fresh Debian machine.
+#   make run   install what is missing, start local ClickHouse and Redis in
+#              ./.local, migrate, serve the collector and API with a built-in
+#              traffic generator (Ctrl-C stops serve; services keep running)
+#   make test  install what is missing, then the whole suite against real
+#              servers that the tests start themselves
+GO     ?= go
+BIN    := bin/clickagg
+RATE   ?= 5000
+LISTEN ?= 127.0.0.1:8080
+FUZZTIME ?= 10s
+
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/clickagg
+
+services-up: build
+	$(BIN) services up
+
+services-down: build
+	$(BIN) services down
+
+services-status: build
+	$(BIN) services status
+
+migrate: services-up
+	$(BIN) migrate up
+
+run: migrate
+	$(BIN) serve --listen $(LISTEN) --generate-rate $(RATE)
+
+# CLICKAGG_E2E=1: a test that cannot start its servers fails instead of skipping.
+test: build
+	$(BIN) services install
+	$(GO) vet ./...
+	CLICKAGG_E2E=1 $(GO) test -count=1 -timeout 15m ./...
+	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./eventjson
+
+test-short:
+	$(GO) test -count=1 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 2m ./eventjson
+
+clean:
+	rm -rf bin

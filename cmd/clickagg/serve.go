@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/collector"
+	"github.com/clickagg/clickagg/generator"
+	"github.com/clickagg/clickagg/ingestor"
+	"github.com/clickagg/clickagg/queryapi"
+	"github.com/clickagg/clickagg/schema"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("serve", "[flags]", stderr)
+	var (
+		listen, redisAddr string
+		ch                chclient.Options
+		migrate           bool
+		drain             time.Duration
+		ingest            ingestor.Options
+		co                collector.Options
+		g                 genFlags
+	)
+	f.listen(&listen)
+	f.clickhouse(&ch)
+	f.redis(&redisAddr)
+	f.bool(&migrate, "migrate", "CLICKAGG_MIGRATE", false, "apply the embedded schema migrations before serving")
+	f.dur(&drain, "shutdown-timeout", "CLICKAGG_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long to drain requests and flush buffered events")
+	f.int(&ingest.MaxRows, "batch-rows", "CLICKAGG_BATCH_ROWS", 65536, "rows that make an INSERT block")
+	f.dur(&ingest.Linger, "linger", "CLICKAGG_LINGER", 100*time.Millisecond, "longest wait before a partial block is sent")
+	f.int(&ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", 2, "concurrent INSERTs")
+	f.int(&ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
+	f.int(&co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
+	f.int(&co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
+	g.register(f, "generate-", 0)
+	if err := f.parse(args, 0); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	if migrate {
+		if err := migrateUp(ctx, ch); err != nil {
+			return err
+		}
+		log.Info("schema migrated", "database", ch.Database)
+	}
+
+	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: ch.HTTP, Database: ch.Database, User: ch.User, Password: ch.Password})
+	if err != nil {
+		return err
+	}
+	in := ingestor.New(tr, ingest)
+	col := collector.New(in, co)
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Password: envPassword("CLICKAGG_REDIS_PASSWORD")})
+	defer rdb.Close()
+	app := queryapi.New(queryapi.Options{
+		Ingest:    col.Handle,
+		BodyLimit: max(co.MaxBodyBytes*2, 1<<20),
+		Checks: []queryapi.Check{
+			{Name: "clickhouse", Critical: true, Probe: func(ctx context.Context) error { return chclient.PingHTTP(ctx, ch) }},
+			{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		},
+	})
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+	log.Info("serving", "listen", ln.Addr().String(), "clickhouse", ch.HTTP, "database", ch.Database, "redis", redisAddr)
+
+	genDone := make(chan struct{})
+	genCtx, stopGen := context.WithCancel(ctx)
+	defer stopGen()
+	if src, load := g.options(); load.Rate != 0 {
+		load.Target = "http://" + ln.Addr().String()
+		load.Progress = stderr
+		go func() {
+			defer close(genDone)
+			rep, err := generator.Load(genCtx, generator.New(src), load)
+			if err != nil && genCtx.Err() == nil {
+				log.Error("generator stopped", "err", err)
+			}
+			log.Info("generator done", "report", rep.String())
+		}()
+	} else {
+		close(genDone)
+	}
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests, flushing buffered events", "timeout", drain)
+	stopGen()
+	<-genDone
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	herr := app.ShutdownWithContext(sctx)
+	ierr := in.Close(sctx)
+	if err := errors.Join(herr, ierr); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	st := in.Stats()
+	log.Info("stopped", "committed_rows", st.CommittedRows, "failed_rows", st.FailedRows)
+	return nil
+}
+
+func migrateUp(ctx context.Context, ch chclient.Options) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	m, err := schema.NewMigrator(ctx, ch)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Up()
+}

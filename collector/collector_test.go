@@ -1,0 +1,321 @@
+package collector_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/collector"
+	"github.com/clickagg/clickagg/generator"
+	"github.com/clickagg/clickagg/ingestor"
+	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/queryapi"
+	"github.com/clickagg/clickagg/schema"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type server struct {
+	url string
+	db  testenv.ClickHouseDB
+	col *collector.Collector
+	in  *ingestor.Ingestor
+}
+
+// start serves a collector on a free port over a freshly migrated database.
+func start(t *testing.T, o collector.Options) *server {
+	t.Helper()
+	db := testenv.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := schema.NewMigrator(ctx, chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ingestor.New(tr, ingestor.Options{Linger: 20 * time.Millisecond})
+	col := collector.New(in, o)
+	app := queryapi.New(queryapi.Options{Ingest: col.Handle, BodyLimit: 2 << 20})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Listener(ln)
+	t.Cleanup(func() {
+		app.Shutdown()
+		in.Close(context.Background())
+	})
+	return &server{url: "http://" + ln.Addr().String(), db: db, col: col, in: in}
+}
+
+type answer struct {
+	Accepted int `json:"accepted"`
+	Rejected int `json:"rejected"`
+	Errors   []struct {
+		Index   int    `json:"index"`
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	} `json:"errors"`
+	Error string `json:"error"`
+	Field string `json:"field"`
+}
+
+func (s *server) post(t *testing.T, body []byte, header ...string) (int, answer, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/events", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var a answer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("status %d, body %q is not JSON: %v", resp.StatusCode, raw, err)
+	}
+	return resp.StatusCode, a, resp.Header
+}
+
+func gz(s string) []byte {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write([]byte(s))
+	w.Close()
+	return b.Bytes()
+}
+
+const ok1 = `{"event_id":"ok-1","type":"click","ts":"2026-11-22T10:00:01Z","ad_id":"a1","country":"US","ad_format":"banner","device":"web","price_micros":5}`
+
+func TestBadInput(t *testing.T) {
+	s := start(t, collector.Options{MaxBodyBytes: 1 << 20, MaxEvents: 1000})
+	ev := func(kv string) string {
+		return `{"event_id":"x","type":"click","ts":1763805600000,"ad_id":"a",` + kv + `}`
+	}
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		header []string
+		status int
+		field  string // of the single error (200) or of the body error
+	}{
+		{"bad json", []byte(`{"event_id":`), nil, 400, "body"},
+		{"not json at all", []byte("hello\nworld"), nil, 400, "body"},
+		{"bad array", []byte(`[{"event_id":"a"},`), nil, 400, "body"},
+		{"empty", nil, nil, 400, "body"},
+		{"bad gzip", []byte("not gzip"), []string{"Content-Encoding", "gzip"}, 400, "body"},
+		{"unknown encoding", []byte(ok1), []string{"Content-Encoding", "br"}, 415, "body"},
+		{"oversized", bytes.Repeat([]byte(ok1+"\n"), 1<<20/len(ok1)+1), nil, 413, "body"},
+		{"over the server limit", bytes.Repeat([]byte("x"), 3<<20), nil, 413, "body"},
+		{"gzip bomb", gz(strings.Repeat(" ", 70<<20)), []string{"Content-Encoding", "gzip"}, 413, "body"},
+		{"too many events", []byte(strings.Repeat(ok1+"\n", 1001)), nil, 413, "body"},
+		{"wrong type", []byte(ev(`"price_micros":"5"`)), nil, 200, "price_micros"},
+		{"unknown enum", []byte(ev(`"device":"toaster"`)), nil, 200, "device"},
+		{"unknown type", []byte(`{"event_id":"x","type":"view","ts":1763805600000,"ad_id":"a"}`), nil, 200, "type"},
+		{"missing required", []byte(`{"event_id":"x","type":"click","ad_id":"a"}`), nil, 200, "ts"},
+		{"negative price", []byte(ev(`"price_micros":-5`)), nil, 200, "price_micros"},
+		{"bad country", []byte(ev(`"country":"usa"`)), nil, 200, "country"},
+		{"bad ip", []byte(ev(`"ip":"1.2.3"`)), nil, 200, "ip"},
+		{"line not an object", []byte(ok1 + "\n[1,2]"), nil, 200, "json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, a, _ := s.post(t, tc.body, tc.header...)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d (%+v)", status, tc.status, a)
+			}
+			if status != 200 {
+				if a.Field != tc.field || a.Error == "" {
+					t.Errorf("error body %+v, want field %q", a, tc.field)
+				}
+				return
+			}
+			if a.Rejected != 1 || len(a.Errors) != 1 || a.Errors[0].Field != tc.field || a.Errors[0].Message == "" {
+				t.Errorf("answer %+v, want one error on %q", a, tc.field)
+			}
+		})
+	}
+	// Only ok1 of "line not an object" was good; nothing else may have landed.
+	if got := testenv.QueryString(t, s.db, "SELECT count(), groupArray(event_id) FROM events"); got != "1\t['ok-1']" {
+		t.Errorf("events after bad input: %s", got)
+	}
+	st := s.col.Stats()
+	if st.Accepted != 1 || st.Rejected != 8 || st.ByField["price_micros"] != 2 || st.ByField["json"] != 1 || st.BadBodies != 9 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestMixedRequestAndForms(t *testing.T) {
+	s := start(t, collector.Options{})
+	body := `[` + ok1 + `,{"event_id":"ok-2","type":"impression","ts":1795341601000,"ad_id":7},{"event_id":"bad","type":"click","ts":"2026-11-22T10:00:01Z"}]`
+	status, a, _ := s.post(t, gz(body), "Content-Encoding", "gzip", "Content-Type", "application/json")
+	if status != 200 || a.Accepted != 2 || a.Rejected != 1 || a.Errors[0].Index != 2 || a.Errors[0].Field != "ad_id" {
+		t.Fatalf("%d %+v", status, a)
+	}
+	if got := testenv.QueryString(t, s.db, "SELECT event_id, ad_id, country, toString(ts) FROM events ORDER BY event_id"); got != "ok-1\ta1\tUS\t2026-11-22 10:00:01\nok-2\t7\tZZ\t2026-11-22 10:00:01" {
+		t.Errorf("events: %s", got)
+	}
+}
+
+// ClickHouse unreachable: 503 with Retry-After, nothing acknowledged.
+func TestUnavailable(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	tr, _ := ingestor.NewHTTP(ingestor.HTTPOptions{URL: dead})
+	in := ingestor.New(tr, ingestor.Options{MaxRetries: 1, Backoff: time.Millisecond, Linger: time.Millisecond})
+	defer in.Close(context.Background())
+	col := collector.New(in, collector.Options{})
+	app := queryapi.New(queryapi.Options{Ingest: col.Handle})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go app.Listener(ln)
+	defer app.Shutdown()
+	s := &server{url: "http://" + ln.Addr().String()}
+	status, a, h := s.post(t, []byte(ok1))
+	if status != 503 || h.Get("Retry-After") == "" || a.Error == "" || strings.Contains(a.Error, "query=") {
+		t.Fatalf("status %d retry-after %q body %+v", status, h.Get("Retry-After"), a)
+	}
+	if st := col.Stats(); st.Accepted != 0 || st.Shed != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// key is one (ad, minute) cell of the expectation.
+type key struct{ ad, minute string }
+type sums struct{ imp, clk, conv, spend int64 }
+
+// TestIngestGenerated sends 100k generated events through the HTTP collector
+// and checks events and both aggregates against sums computed here from the
+// sent JSON with encoding/json, not with the code under test.
+func TestIngestGenerated(t *testing.T) {
+	s := start(t, collector.Options{})
+	src := generator.New(generator.Options{Seed: 7, Ads: 500, DuplicateShare: -1, LateShare: 0.02,
+		Start: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC), Rate: 2000})
+	const total, batch = 100000, 2000
+	want := map[key]*sums{}
+	daily := map[string]*sums{}
+	var bodies [][]byte
+	var line []byte
+	var body []byte
+	for i := range total {
+		line = src.AppendNext(line[:0])
+		var ev struct {
+			Type  string    `json:"type"`
+			TS    time.Time `json:"ts"`
+			AdID  string    `json:"ad_id"`
+			Price int64     `json:"price_micros"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("generated %s: %v", line, err)
+		}
+		k := key{ev.AdID, ev.TS.UTC().Truncate(time.Minute).Format("2006-01-02 15:04:05")}
+		for _, m := range []*sums{cell(want, k), cell(daily, ev.AdID+" "+k.minute[:10])} {
+			switch ev.Type {
+			case "impression":
+				m.imp++
+			case "click":
+				m.clk++
+			case "conversion":
+				m.conv++
+			}
+			m.spend += ev.Price
+		}
+		body = append(append(body, line...), '\n')
+		if (i+1)%batch == 0 {
+			bodies = append(bodies, body)
+			body = nil
+		}
+	}
+	var wg sync.WaitGroup
+	work := make(chan []byte)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				status, a, _ := s.post(t, b)
+				if status != 200 || a.Accepted != batch || a.Rejected != 0 {
+					t.Errorf("status %d answer %+v", status, a)
+				}
+			}
+		}()
+	}
+	for _, b := range bodies {
+		work <- b
+	}
+	close(work)
+	wg.Wait()
+
+	if got := testenv.QueryString(t, s.db, "SELECT count(), uniqExact(event_id) FROM events"); got != fmt.Sprintf("%d\t%d", total, total) {
+		t.Fatalf("events: %s", got)
+	}
+	compare(t, "ad_stats_minute", want, testenv.QueryString(t, s.db,
+		"SELECT ad_id, toString(minute), sum(impressions), sum(clicks), sum(conversions), sum(spend_micros) FROM ad_stats_minute GROUP BY ad_id, minute"))
+	compare(t, "ad_stats_daily", daily, testenv.QueryString(t, s.db,
+		"SELECT concat(ad_id, ' ', toString(day)), '', sum(impressions), sum(clicks), sum(conversions), sum(spend_micros) FROM ad_stats_daily GROUP BY ad_id, day"))
+}
+
+func cell[K comparable](m map[K]*sums, k K) *sums {
+	if m[k] == nil {
+		m[k] = &sums{}
+	}
+	return m[k]
+}
+
+// compare checks TSV rows "a \t b \t imp \t clk \t conv \t spend" against want.
+func compare[K comparable](t *testing.T, table string, want map[K]*sums, tsv string) {
+	t.Helper()
+	got := map[string]sums{}
+	for _, row := range strings.Split(tsv, "\n") {
+		var a, b string
+		var s sums
+		f := strings.Split(row, "\t")
+		if len(f) != 6 {
+			t.Fatalf("%s: row %q", table, row)
+		}
+		a, b = f[0], f[1]
+		fmt.Sscan(f[2]+" "+f[3]+" "+f[4]+" "+f[5], &s.imp, &s.clk, &s.conv, &s.spend)
+		got[strings.TrimSpace(a+" "+b)] = s
+	}
+	var bad []string
+	for k, w := range want {
+		name := strings.TrimSpace(fmt.Sprint(k))
+		if kk, ok := any(k).(key); ok {
+			name = kk.ad + " " + kk.minute
+		}
+		if got[name] != *w {
+			bad = append(bad, fmt.Sprintf("%s: got %+v want %+v", name, got[name], *w))
+		}
+		delete(got, name)
+	}
+	for k, g := range got {
+		bad = append(bad, fmt.Sprintf("%s: unexpected %+v", k, g))
+	}
+	sort.Strings(bad)
+	if len(bad) > 0 {
+		t.Errorf("%s: %d cells differ, e.g. %v", table, len(bad), bad[:min(5, len(bad))])
+	}
+	if len(want) == 0 {
+		t.Errorf("%s: nothing expected", table)
+	}
+}

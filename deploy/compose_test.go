@@ -1,0 +1,549 @@
+// Package deploy_test checks the deployment files at the repository root
+// (docker-compose.yml, Dockerfile, .dockerignore) without a Docker engine or
+// network: the compose file is loaded and validated with compose-go, the
+// Dockerfile is read as text.
+package deploy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+const composeFile = "docker-compose.yml"
+
+// repoRoot is the directory holding go.mod; the test runs in deploy/.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repository root not found: %v", err)
+	}
+	return root
+}
+
+// loadProject loads the compose file the way `docker compose` does from the
+// repository root, but with an explicit environment instead of the process
+// environment and without the .env file, so that the result does not depend on
+// the machine. compose-go never talks to a Docker engine or the network: it
+// only reads local files (the compose file, and env_file/label_file entries
+// when services have them).
+func loadProject(t *testing.T, env map[string]string, profiles ...string) *types.Project {
+	t.Helper()
+	root := repoRoot(t)
+	var environ []string
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(root, composeFile)},
+		cli.WithWorkingDirectory(root),
+		cli.WithEnv(environ),
+		cli.WithProfiles(profiles),
+		cli.WithInterpolation(true),
+		cli.WithNormalization(true),
+		cli.WithConsistency(true),
+		cli.WithResolvedPaths(true),
+	)
+	if err != nil {
+		t.Fatalf("compose options: %v", err)
+	}
+	project, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load %s: %v", composeFile, err)
+	}
+	return project
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatalf("service %q: %v (services: %v, disabled: %v)", name, err, p.ServiceNames(), p.DisabledServiceNames())
+	}
+	return s
+}
+
+func envValue(t *testing.T, s types.ServiceConfig, key string) string {
+	t.Helper()
+	v, ok := s.Environment[key]
+	if !ok || v == nil {
+		t.Errorf("service %s: environment %s is not set", s.Name, key)
+		return ""
+	}
+	return *v
+}
+
+// splitImage splits "repo/name:tag" into its name and tag. Digests are not
+// used in this file, so a reference with one is reported as unpinned by tag.
+func splitImage(image string) (name, tag string) {
+	if strings.Contains(image, "@") {
+		return image, ""
+	}
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon <= slash {
+		return image, ""
+	}
+	return image[:colon], image[colon+1:]
+}
+
+func TestComposeDefaultFileIsThisOne(t *testing.T) {
+	// docker compose prefers compose.yaml over docker-compose.yml; a second
+	// file at the root would silently shadow this one.
+	root := repoRoot(t)
+	for _, name := range cli.DefaultFileNames {
+		if name == composeFile {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, name)); err == nil {
+			t.Errorf("%s exists next to %s; docker compose would pick one of them", name, composeFile)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			t.Error(err)
+		}
+	}
+}
+
+func TestComposeVariablesHaveDefaults(t *testing.T) {
+	// `docker compose up` must work without an .env file: every ${VAR} needs
+	// a default (${VAR:-x}) or an explicit error message (${VAR:?msg}).
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), composeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			lines = append(lines, line)
+		}
+	}
+	text := strings.ReplaceAll(strings.Join(lines, "\n"), "$$", "") // $$ is a literal $
+	if m := regexp.MustCompile(`\$[A-Za-z_]\w*`).FindString(text); m != "" {
+		t.Errorf("bare %s: use ${VAR:-default}", m)
+	}
+	withDefault := regexp.MustCompile(`^[A-Za-z_]\w*:?[-?]`)
+	for _, m := range regexp.MustCompile(`\$\{([^}]*)\}`).FindAllStringSubmatch(text, -1) {
+		if !withDefault.MatchString(m[1]) {
+			t.Errorf("${%s} has no default", m[1])
+		}
+	}
+}
+
+func TestComposeStack(t *testing.T) {
+	p := loadProject(t, nil)
+
+	if p.Name != "clickagg" {
+		t.Errorf("project name = %q, want clickagg (top-level name:)", p.Name)
+	}
+	for _, name := range []string{"clickhouse", "redis", "clickagg"} {
+		if !slices.Contains(p.ServiceNames(), name) {
+			t.Errorf("service %s missing or behind a profile; services: %v", name, p.ServiceNames())
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("clickhouse", func(t *testing.T) {
+		ch := service(t, p, "clickhouse")
+		name, tag := splitImage(ch.Image)
+		if name != "clickhouse/clickhouse-server" {
+			t.Errorf("image %q: want clickhouse/clickhouse-server", ch.Image)
+		}
+		m := regexp.MustCompile(`^(\d+)\.(\d+)(\.\d+)*(-alpine)?$`).FindStringSubmatch(tag)
+		if m == nil {
+			t.Errorf("image %q: tag must pin at least major.minor (no latest, head or empty)", ch.Image)
+		} else if major, _ := strconv.Atoi(m[1]); major < 24 {
+			t.Errorf("image %q: ClickHouse 24.x or newer required", ch.Image)
+		}
+		for k, want := range map[string]string{
+			"CLICKHOUSE_DB":                        "clickagg",
+			"CLICKHOUSE_USER":                      "clickagg",
+			"CLICKHOUSE_PASSWORD":                  "clickagg",
+			"CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT": "1",
+		} {
+			if got := envValue(t, ch, k); got != want {
+				t.Errorf("%s = %q, want %q", k, got, want)
+			}
+		}
+		if u := ch.Ulimits["nofile"]; u == nil || max(u.Single, u.Soft) < 262144 || max(u.Single, u.Hard) < 262144 {
+			t.Errorf("ulimits nofile = %+v, want soft and hard >= 262144", u)
+		}
+		var dataVolume bool
+		for _, v := range ch.Volumes {
+			if v.Target == "/var/lib/clickhouse" && v.Type == types.VolumeTypeVolume {
+				dataVolume = true
+				if _, ok := p.Volumes[v.Source]; !ok {
+					t.Errorf("volume %q is not declared at top level", v.Source)
+				}
+			}
+		}
+		if !dataVolume {
+			t.Error("no named volume mounted at /var/lib/clickhouse")
+		}
+		for _, port := range []uint32{8123, 9000} {
+			if !publishes(ch, port) {
+				t.Errorf("port %d not published", port)
+			}
+		}
+	})
+
+	t.Run("redis", func(t *testing.T) {
+		r := service(t, p, "redis")
+		name, tag := splitImage(r.Image)
+		if name != "redis" && name != "docker.io/library/redis" {
+			t.Errorf("image %q: want redis", r.Image)
+		}
+		if !regexp.MustCompile(`^7\.\d+(\.\d+)?(-alpine[0-9.]*|-bookworm)?$`).MatchString(tag) {
+			t.Errorf("image %q: want redis 7.x pinned to at least major.minor", r.Image)
+		}
+		cmd := strings.Join(r.Command, " ")
+		for _, want := range []string{"--maxmemory ", "--maxmemory-policy allkeys-lru", "--appendonly no"} {
+			if !strings.Contains(cmd, want) {
+				t.Errorf("command %q lacks %q", cmd, want)
+			}
+		}
+	})
+
+	t.Run("clickagg", func(t *testing.T) {
+		app := service(t, p, "clickagg")
+		root := repoRoot(t)
+		if app.Build == nil {
+			t.Fatal("clickagg has no build section")
+		}
+		if app.Build.Context != root {
+			t.Errorf("build context = %q, want the repository root %q", app.Build.Context, root)
+		}
+		if app.Build.Dockerfile != "Dockerfile" {
+			t.Errorf("build dockerfile = %q, want Dockerfile", app.Build.Dockerfile)
+		}
+		if _, err := os.Stat(filepath.Join(app.Build.Context, app.Build.Dockerfile)); err != nil {
+			t.Errorf("Dockerfile: %v", err)
+		}
+
+		for _, dep := range []string{"clickhouse", "redis"} {
+			d, ok := app.DependsOn[dep]
+			if !ok {
+				t.Errorf("clickagg does not depend on %s", dep)
+				continue
+			}
+			if d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("depends_on %s: condition %q, want %s", dep, d.Condition, types.ServiceConditionHealthy)
+			}
+		}
+
+		if len(app.Command) == 0 || app.Command[0] != "serve" || !slices.Contains(app.Command, "--migrate") {
+			t.Errorf("command = %q, want serve --migrate", app.Command)
+		}
+		if app.Restart != types.RestartPolicyUnlessStopped {
+			t.Errorf("restart = %q, want unless-stopped", app.Restart)
+		}
+
+		// The service names and ports the app is pointed at.
+		if v := envValue(t, app, "CLICKAGG_CLICKHOUSE_HTTP"); v != "" {
+			if u, err := url.Parse(v); err != nil || u.Scheme != "http" || u.Host != "clickhouse:8123" {
+				t.Errorf("CLICKAGG_CLICKHOUSE_HTTP = %q, want http://clickhouse:8123", v)
+			}
+		}
+		for k, want := range map[string]string{
+			"CLICKAGG_CLICKHOUSE_NATIVE": "clickhouse:9000",
+			"CLICKAGG_REDIS_ADDR":        "redis:6379",
+		} {
+			if got := envValue(t, app, k); got != want {
+				t.Errorf("%s = %q, want %q", k, got, want)
+			}
+			host, _, _ := strings.Cut(want, ":")
+			if _, ok := p.Services[host]; !ok {
+				t.Errorf("%s points at %q, which is not a service", k, host)
+			}
+		}
+		// Credentials and database must agree with what the ClickHouse
+		// container creates.
+		ch := service(t, p, "clickhouse")
+		for appKey, chKey := range map[string]string{
+			"CLICKAGG_CLICKHOUSE_DATABASE": "CLICKHOUSE_DB",
+			"CLICKAGG_CLICKHOUSE_USER":     "CLICKHOUSE_USER",
+			"CLICKAGG_CLICKHOUSE_PASSWORD": "CLICKHOUSE_PASSWORD",
+		} {
+			if a, c := envValue(t, app, appKey), envValue(t, ch, chKey); a != c {
+				t.Errorf("clickagg %s = %q but clickhouse %s = %q", appKey, a, chKey, c)
+			}
+		}
+
+		// The listen port, the published port and the healthcheck agree.
+		_, listenPort, err := net.SplitHostPort(envValue(t, app, "CLICKAGG_LISTEN"))
+		if err != nil {
+			t.Fatalf("CLICKAGG_LISTEN: %v", err)
+		}
+		lp, _ := strconv.ParseUint(listenPort, 10, 32)
+		if !publishes(app, uint32(lp)) {
+			t.Errorf("listen port %s is not published", listenPort)
+		}
+		if hc := app.HealthCheck; hc != nil && !strings.Contains(strings.Join(hc.Test, " "), "127.0.0.1:"+listenPort+"/") {
+			t.Errorf("healthcheck %q does not probe the listen port %s", hc.Test, listenPort)
+		}
+	})
+
+	t.Run("healthchecks", func(t *testing.T) {
+		all := loadProject(t, nil, "*")
+		for _, s := range all.Services {
+			hc := s.HealthCheck
+			switch {
+			case hc == nil:
+				t.Errorf("%s: no healthcheck", s.Name)
+			case hc.Disable || len(hc.Test) < 2 || (hc.Test[0] != "CMD" && hc.Test[0] != "CMD-SHELL"):
+				t.Errorf("%s: healthcheck %q is disabled or malformed", s.Name, hc.Test)
+			}
+		}
+	})
+
+	t.Run("ports bind to loopback", func(t *testing.T) {
+		all := loadProject(t, nil, "*")
+		for _, s := range all.Services {
+			for _, port := range s.Ports {
+				if port.Published != "" && port.HostIP != "127.0.0.1" {
+					t.Errorf("%s: port %s:%d binds to %q, want 127.0.0.1", s.Name, port.Published, port.Target, port.HostIP)
+				}
+			}
+		}
+	})
+}
+
+func publishes(s types.ServiceConfig, target uint32) bool {
+	for _, p := range s.Ports {
+		if p.Target == target && p.Published != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestComposePasswordOverride(t *testing.T) {
+	p := loadProject(t, map[string]string{"CLICKHOUSE_PASSWORD": "s3cret"})
+	for svc, key := range map[string]string{
+		"clickhouse": "CLICKHOUSE_PASSWORD",
+		"clickagg":   "CLICKAGG_CLICKHOUSE_PASSWORD",
+	} {
+		if got := envValue(t, service(t, p, svc), key); got != "s3cret" {
+			t.Errorf("%s %s = %q, want the CLICKHOUSE_PASSWORD override", svc, key, got)
+		}
+	}
+}
+
+func TestComposeDemoProfile(t *testing.T) {
+	if p := loadProject(t, nil); slices.Contains(p.ServiceNames(), "generator") {
+		t.Error("generator runs without --profile demo")
+	}
+	p := loadProject(t, nil, "demo")
+	gen := service(t, p, "generator")
+	app := service(t, p, "clickagg")
+	if gen.Image != app.Image {
+		t.Errorf("generator image %q differs from clickagg image %q", gen.Image, app.Image)
+	}
+	if len(gen.Command) == 0 || gen.Command[0] != "generate" {
+		t.Errorf("generator command = %q, want generate ...", gen.Command)
+	}
+	if i := slices.Index(gen.Command, "--target"); i < 0 || i+1 >= len(gen.Command) || gen.Command[i+1] != "http://clickagg:8080" {
+		t.Errorf("generator command = %q, want --target http://clickagg:8080", gen.Command)
+	}
+	if d, ok := gen.DependsOn["clickagg"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		t.Errorf("generator depends_on clickagg = %+v, want service_healthy", d)
+	}
+}
+
+// dockerInstruction is one Dockerfile instruction with continuation lines
+// joined and comments dropped.
+type dockerInstruction struct {
+	cmd  string // upper case
+	args string
+}
+
+func readDockerfile(t *testing.T) [][]dockerInstruction {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot(t), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var (
+		stages [][]dockerInstruction
+		buf    strings.Builder
+	)
+	flush := func() {
+		line := strings.TrimSpace(buf.String())
+		buf.Reset()
+		if line == "" {
+			return
+		}
+		cmd, args, _ := strings.Cut(line, " ")
+		in := dockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args)}
+		if in.cmd == "FROM" {
+			stages = append(stages, nil)
+		}
+		if len(stages) == 0 {
+			if in.cmd != "ARG" {
+				t.Errorf("Dockerfile: %s before FROM", in.cmd)
+			}
+			return
+		}
+		stages[len(stages)-1] = append(stages[len(stages)-1], in)
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if l, ok := strings.CutSuffix(line, `\`); ok {
+			buf.WriteString(l + " ")
+			continue
+		}
+		buf.WriteString(line)
+		flush()
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if len(stages) < 2 {
+		t.Fatalf("Dockerfile has %d stages, want a build stage and a runtime stage", len(stages))
+	}
+	return stages
+}
+
+// fromImage returns the image and stage name of a FROM instruction.
+func fromImage(args string) (image, alias string) {
+	var words []string
+	for _, w := range strings.Fields(args) {
+		if !strings.HasPrefix(w, "--") {
+			words = append(words, w)
+		}
+	}
+	if len(words) == 0 {
+		return "", ""
+	}
+	if len(words) == 3 && strings.EqualFold(words[1], "AS") {
+		alias = words[2]
+	}
+	return words[0], alias
+}
+
+func TestDockerfile(t *testing.T) {
+	stages := readDockerfile(t)
+	final := stages[len(stages)-1]
+
+	// The runtime stage runs the clickagg binary as a non-root user.
+	var entrypoint []string
+	var user string
+	copied := map[string]bool{}
+	for _, in := range final {
+		switch in.cmd {
+		case "ENTRYPOINT":
+			entrypoint = nil
+			if err := json.Unmarshal([]byte(in.args), &entrypoint); err != nil {
+				t.Errorf("ENTRYPOINT %s: use the exec (JSON) form: %v", in.args, err)
+			}
+		case "USER":
+			user = in.args
+		case "COPY":
+			if f := strings.Fields(in.args); len(f) >= 3 && strings.HasPrefix(f[0], "--from=") {
+				copied[f[len(f)-1]] = true
+			}
+		}
+	}
+	if len(entrypoint) == 0 || filepath.Base(entrypoint[0]) != "clickagg" {
+		t.Fatalf("final stage ENTRYPOINT = %q, want the clickagg binary", entrypoint)
+	}
+	if !copied[entrypoint[0]] {
+		t.Errorf("final stage does not COPY --from a build stage to %s", entrypoint[0])
+	}
+	if name, _, _ := strings.Cut(user, ":"); name == "" || name == "root" || name == "0" {
+		t.Errorf("final stage USER = %q, want a non-root user", user)
+	}
+	if img, _ := fromImage(final[0].args); strings.HasPrefix(img, "golang:") {
+		t.Errorf("final stage is based on %s; want a small runtime image", img)
+	} else if _, tag := splitImage(img); tag == "" || tag == "latest" {
+		t.Errorf("final stage image %q is not pinned", img)
+	}
+
+	// A build stage compiles ./cmd/clickagg statically (the runtime image is
+	// alpine/musl) with the Go version of go.mod.
+	goMod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go\s+(\d+\.\d+)`).FindSubmatch(goMod)
+	if m == nil {
+		t.Fatal("go.mod has no go directive")
+	}
+	wantGo := string(m[1])
+	var builds int
+	for _, stage := range stages[:len(stages)-1] {
+		img, _ := fromImage(stage[0].args)
+		name, tag := splitImage(img)
+		if name != "golang" && name != "docker.io/library/golang" {
+			continue
+		}
+		builds++
+		if v := regexp.MustCompile(`^\d+\.\d+`).FindString(tag); v != wantGo {
+			t.Errorf("build stage image %s: Go %q, go.mod says go %s", img, v, wantGo)
+		}
+		var built bool
+		for _, in := range stage {
+			if in.cmd == "RUN" && strings.Contains(in.args, "go build") && strings.Contains(in.args, "./cmd/clickagg") {
+				built = true
+				if !strings.Contains(in.args, "CGO_ENABLED=0") {
+					t.Errorf("go build without CGO_ENABLED=0: %s", in.args)
+				}
+			}
+		}
+		if !built {
+			t.Errorf("build stage %s does not go build ./cmd/clickagg", img)
+		}
+	}
+	if builds == 0 {
+		t.Error("no golang build stage")
+	}
+}
+
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	patterns := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			patterns[strings.TrimSuffix(line, "/")] = true
+		}
+	}
+	for _, want := range []string{".git", ".local", "bin"} {
+		if !patterns[want] {
+			t.Errorf(".dockerignore does not exclude %s/", want)
+		}
+	}
+	// The build needs these; an ignore pattern must not drop them.
+	for _, keep := range []string{"go.mod", "go.sum", "cmd", "*.go", "**/*.go", "*"} {
+		if patterns[keep] {
+			t.Errorf(".dockerignore excludes %s, which the build needs", keep)
+		}
+	}
+}

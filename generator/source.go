@@ -1,0 +1,156 @@
+package generator
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// Options configures a Source. The zero value works.
+type Options struct {
+	// Ads is the number of distinct ads; default 1000.
+	Ads int
+	// Seed selects the stream: the same seed gives the same bytes; default 1.
+	Seed uint64
+	// LateShare is the share of events whose ts lies 1 min to 3 h in the
+	// past; default 0.01, negative for none.
+	LateShare float64
+	// DuplicateShare is the share of events that resend a recent event byte
+	// for byte; default 0.001, negative for none.
+	DuplicateShare float64
+	// Start is the origin of the event clock; zero means time.Now() at New,
+	// which makes ts differ between runs.
+	Start time.Time
+	// Rate is how many events make one second of event time on the
+	// deterministic clock; default 1000.
+	Rate int
+	// Now, when set, replaces the deterministic clock: ts = Now() minus any
+	// lateness. Use time.Now to drive a live collector at any rate.
+	Now func() time.Time
+}
+
+// Source produces an endless stream of ad events. It is not safe for
+// concurrent use.
+type Source struct {
+	rng   *rand.Rand
+	zipf  *rand.Zipf
+	ads   []ad // by popularity rank, hottest first
+	users userPool
+
+	late, dup float64
+	start     time.Time
+	rate      uint64
+	now       func() time.Time
+
+	lines  uint64 // lines produced so far; drives the clock
+	events uint64 // original events produced; part of event_id
+	recent ring
+}
+
+// ad is what stays fixed for one ad across its events.
+type ad struct {
+	fields []byte // `,"ad_id":"…","campaign_id":"…"`
+	format int    // index into formats
+	price  float64
+}
+
+// New returns a Source for o.
+func New(o Options) *Source {
+	o = o.withDefaults()
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
+	s := &Source{
+		rng:    rng,
+		zipf:   rand.NewZipf(rng, zipfS, zipfV, uint64(o.Ads-1)),
+		ads:    makeAds(rng, o.Ads),
+		users:  newUserPool(o.Seed, uint64(o.Ads)*usersPerAd),
+		late:   max(o.LateShare, 0),
+		dup:    max(o.DuplicateShare, 0),
+		start:  o.Start.UTC(),
+		rate:   uint64(o.Rate),
+		now:    o.Now,
+		recent: newRing(recentLines),
+	}
+	return s
+}
+
+func (o Options) withDefaults() Options {
+	if o.Ads <= 0 {
+		o.Ads = 1000
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	if o.LateShare == 0 {
+		o.LateShare = 0.01
+	}
+	if o.DuplicateShare == 0 {
+		o.DuplicateShare = 0.001
+	}
+	if o.Start.IsZero() {
+		o.Start = time.Now()
+	}
+	if o.Rate <= 0 {
+		o.Rate = 1000
+	}
+	return o
+}
+
+// makeAds gives every ad a campaign and a format, then shuffles them so the
+// hottest ad is not always ad-000000.
+func makeAds(rng *rand.Rand, n int) []ad {
+	campaigns := max(n/adsPerCampaign, 1)
+	formatTotal := total(formats[:], formatWeight)
+	ads := make([]ad, n)
+	for i := range ads {
+		c := i // every campaign gets at least one ad
+		if i >= campaigns {
+			c = rng.IntN(campaigns)
+		}
+		b := append([]byte(nil), `,"ad_id":"ad-`...)
+		b = appendPadded(b, uint64(i), 6)
+		b = append(b, `","campaign_id":"cmp-`...)
+		b = appendPadded(b, uint64(c), 4)
+		b = append(b, '"')
+		ads[i] = ad{
+			fields: b,
+			format: pick(formats[:], formatWeight, rng.IntN(formatTotal)),
+			price:  0.7 + 0.6*rng.Float64(),
+		}
+	}
+	rng.Shuffle(n, func(i, j int) { ads[i], ads[j] = ads[j], ads[i] })
+	return ads
+}
+
+// appendPadded appends v in decimal with leading zeros to at least width digits.
+func appendPadded(b []byte, v uint64, width int) []byte {
+	for d, p := 1, uint64(10); d < width; d, p = d+1, p*10 {
+		if v < p {
+			b = append(b, '0')
+		}
+	}
+	return strconv.AppendUint(b, v, 10)
+}
+
+// clock returns the event time of line n: the deterministic clock advances
+// by 1/Rate s per line so the stream does not depend on when it is read.
+func (s *Source) clock(n uint64) time.Time {
+	if s.now != nil {
+		return s.now().UTC()
+	}
+	sec, rem := n/s.rate, n%s.rate
+	return s.start.Add(time.Duration(sec)*time.Second + time.Duration(rem)*time.Second/time.Duration(s.rate))
+}
+
+// AppendNext appends the next event as one JSON object, without a newline.
+// It does not allocate once the buffers of recent events are warm.
+func (s *Source) AppendNext(dst []byte) []byte {
+	n := s.lines
+	s.lines++
+	if s.dup > 0 && s.recent.len() > 0 && s.rng.Float64() < s.dup {
+		return append(dst, s.recent.pick(s.rng)...)
+	}
+	start := len(dst)
+	dst = s.appendEvent(dst, s.clock(n))
+	s.recent.add(dst[start:])
+	return dst
+}

@@ -1,0 +1,186 @@
+// Package testenv gives tests real ClickHouse and Redis servers: started on
+// free ports in temporary directories, one fresh database per test, all
+// cleaned up.
+//
+// With CLICKAGG_E2E=1 the servers are required and failing to start them
+// fails the test. Without it, tests skip when the server binaries are not
+// installed. CLICKAGG_TEST_CLICKHOUSE_HTTP and CLICKAGG_TEST_CLICKHOUSE_NATIVE
+// point ClickHouse at an external server instead.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/services"
+)
+
+// startTimeout bounds starting one server; 18.16.1 needs about 2 s.
+const startTimeout = time.Minute
+
+// ClickHouseDB is one database on a ClickHouse server.
+type ClickHouseDB struct {
+	HTTPURL    string               // e.g. "http://127.0.0.1:41234"
+	NativeAddr string               // e.g. "127.0.0.1:41235"
+	Database   string               // "test_<random hex>"
+	Server     *services.ClickHouse // nil for an external server
+}
+
+// The ClickHouse server shared by the tests of one test binary.
+var shared struct {
+	once sync.Once
+	dir  string
+	ch   *services.ClickHouse
+	err  error
+}
+
+var mainCalled atomic.Bool
+
+// Main runs the tests, stops the shared server and exits. Call it from
+// TestMain in every package that uses ClickHouse.
+func Main(m *testing.M) {
+	mainCalled.Store(true)
+	code := m.Run()
+	if shared.ch != nil {
+		// Kill, not Stop: the data goes anyway and 18.16.1 takes seconds to stop.
+		if err := shared.ch.Kill(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: stop clickhouse:", err)
+		}
+	}
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// Must fails t on a server start error, or skips it when the server binaries
+// are not installed and CLICKAGG_E2E is not 1.
+func Must(t testing.TB, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, exec.ErrNotFound) && os.Getenv("CLICKAGG_E2E") != "1" {
+		t.Skipf("skipped, set CLICKAGG_E2E=1 to require servers: %v", err)
+	}
+	t.Fatal(err)
+}
+
+// ClickHouse returns a fresh database, dropped at cleanup, on the server
+// shared by the test binary (started on first use) or on the external one.
+func ClickHouse(t testing.TB) ClickHouseDB {
+	t.Helper()
+	httpURL, native := os.Getenv("CLICKAGG_TEST_CLICKHOUSE_HTTP"), os.Getenv("CLICKAGG_TEST_CLICKHOUSE_NATIVE")
+	db := ClickHouseDB{HTTPURL: strings.TrimSuffix(httpURL, "/"), NativeAddr: native}
+	if httpURL == "" || native == "" {
+		if !mainCalled.Load() {
+			t.Fatal("testenv.ClickHouse needs a TestMain that calls testenv.Main")
+		}
+		shared.once.Do(startShared)
+		Must(t, shared.err)
+		db = ClickHouseDB{HTTPURL: shared.ch.HTTPURL(), NativeAddr: shared.ch.NativeAddr(), Server: shared.ch}
+	}
+	createDatabase(t, &db)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := services.Query(ctx, db.HTTPURL, "", "DROP DATABASE IF EXISTS "+db.Database); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return db
+}
+
+func startShared() {
+	shared.dir, shared.err = os.MkdirTemp("", "clickagg-clickhouse-")
+	if shared.err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	shared.ch, shared.err = services.StartClickHouse(ctx, shared.dir, 0, 0)
+}
+
+// OwnClickHouse starts a server for this test alone, for tests that stop or
+// restart it, with a fresh database. The server goes at cleanup.
+func OwnClickHouse(t testing.TB) ClickHouseDB {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	ch, err := services.StartClickHouse(ctx, dir, 0, 0)
+	Must(t, err)
+	t.Cleanup(func() {
+		if err := ch.Kill(); err != nil {
+			t.Errorf("stop clickhouse: %v", err)
+		}
+	})
+	db := ClickHouseDB{HTTPURL: ch.HTTPURL(), NativeAddr: ch.NativeAddr(), Server: ch}
+	createDatabase(t, &db)
+	return db
+}
+
+// Redis starts a redis-server for this test alone, stopped at cleanup.
+func Redis(t testing.TB) *services.Redis {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	r, err := services.StartRedis(ctx, dir, 0)
+	Must(t, err)
+	t.Cleanup(func() {
+		if err := r.Kill(); err != nil {
+			t.Errorf("stop redis: %v", err)
+		}
+	})
+	return r
+}
+
+// Exec runs a statement in db and fails the test on error.
+func Exec(t testing.TB, db ClickHouseDB, query string) {
+	t.Helper()
+	if _, err := query1(db, query); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// QueryString runs a query in db and returns its output (TabSeparated unless
+// the query says otherwise) without the final newline.
+func QueryString(t testing.TB, db ClickHouseDB, query string) string {
+	t.Helper()
+	out, err := query1(db, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimRight(out, "\n")
+}
+
+func query1(db ClickHouseDB, query string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return services.Query(ctx, db.HTTPURL, db.Database, query)
+}
+
+func createDatabase(t testing.TB, db *ClickHouseDB) {
+	t.Helper()
+	db.Database = "test_" + randomHex()
+	if _, err := query1(ClickHouseDB{HTTPURL: db.HTTPURL}, "CREATE DATABASE "+db.Database); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randomHex() string {
+	b := make([]byte, 8)
+	rand.Read(b) // never fails
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,142 @@
+package testenv_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestClickHouseFreshDatabases(t *testing.T) {
+	outer := testenv.ClickHouse(t)
+	var (
+		mu    sync.Mutex
+		names []string
+	)
+	t.Run("group", func(t *testing.T) {
+		for _, n := range []string{"1", "2"} {
+			t.Run(n, func(t *testing.T) {
+				t.Parallel()
+				db := testenv.ClickHouse(t)
+				if db.Server != outer.Server || db.Server == nil {
+					t.Errorf("server %p, want the shared %p", db.Server, outer.Server)
+				}
+				if db.Database == outer.Database {
+					t.Errorf("database %s reused", db.Database)
+				}
+				mu.Lock()
+				names = append(names, db.Database)
+				mu.Unlock()
+				testenv.Exec(t, db, "CREATE TABLE t (n UInt32) ENGINE = MergeTree ORDER BY n")
+				testenv.Exec(t, db, "INSERT INTO t VALUES ("+n+")")
+				if got := testenv.QueryString(t, db, "SELECT n FROM t"); got != n {
+					t.Errorf("SELECT n = %q, want %s", got, n)
+				}
+			})
+		}
+	})
+	for _, name := range names {
+		if got := testenv.QueryString(t, outer, "SELECT count() FROM system.databases WHERE name = '"+name+"'"); got != "0" {
+			t.Errorf("database %s not dropped", name)
+		}
+	}
+	if got := testenv.QueryString(t, outer, "SELECT 1, 'a'\nUNION ALL SELECT 2, 'b'"); got != "1\ta\n2\tb" {
+		t.Errorf("QueryString = %q", got)
+	}
+}
+
+func TestExternalClickHouse(t *testing.T) {
+	shared := testenv.ClickHouse(t)
+	t.Setenv("CLICKAGG_TEST_CLICKHOUSE_HTTP", shared.HTTPURL+"/")
+	t.Setenv("CLICKAGG_TEST_CLICKHOUSE_NATIVE", shared.NativeAddr)
+	db := testenv.ClickHouse(t)
+	if db.Server != nil || db.HTTPURL != shared.HTTPURL || db.Database == shared.Database {
+		t.Errorf("external: %+v", db)
+	}
+	testenv.Exec(t, db, "CREATE TABLE t (n UInt8) ENGINE = Memory")
+}
+
+func TestOwnClickHouseSurvivesKill(t *testing.T) {
+	db := testenv.OwnClickHouse(t)
+	if db.Server == nil {
+		t.Fatal("no server")
+	}
+	testenv.Exec(t, db, "CREATE TABLE t (n UInt8) ENGINE = MergeTree ORDER BY n")
+	testenv.Exec(t, db, "INSERT INTO t VALUES (7)")
+	if err := db.Server.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Server.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.QueryString(t, db, "SELECT sum(n) FROM t"); got != "7" {
+		t.Errorf("sum after restart = %q, want 7", got)
+	}
+}
+
+func TestRedis(t *testing.T) {
+	a, b := testenv.Redis(t), testenv.Redis(t)
+	if a.Addr() == b.Addr() {
+		t.Fatalf("both at %s", a.Addr())
+	}
+	for _, r := range []interface{ Addr() string }{a, b} {
+		conn, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(conn, "PING\r\n")
+		conn.SetDeadline(time.Now().Add(time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil || line != "+PONG\r\n" {
+			t.Errorf("PING %s: %q, %v", r.Addr(), line, err)
+		}
+	}
+}
+
+// recorder notes whether Must skipped or failed instead of doing either.
+type recorder struct {
+	testing.TB
+	skipped, failed bool
+}
+
+func (r *recorder) Skipf(string, ...any) {
+	if !r.failed {
+		r.skipped = true
+	}
+}
+
+func (r *recorder) Fatal(...any) {
+	if !r.skipped {
+		r.failed = true
+	}
+}
+
+func TestMust(t *testing.T) {
+	missing := fmt.Errorf("start clickhouse: %w", exec.ErrNotFound)
+	for _, c := range []struct {
+		e2e          string
+		err          error
+		skip, failed bool
+	}{
+		{"", nil, false, false},
+		{"", missing, true, false},
+		{"1", missing, false, true},
+		{"", errors.New("start clickhouse: bad config"), false, true},
+	} {
+		t.Setenv("CLICKAGG_E2E", c.e2e)
+		r := &recorder{TB: t}
+		testenv.Must(r, c.err)
+		if r.skipped != c.skip || r.failed != c.failed {
+			t.Errorf("E2E=%q, %v: skipped %v failed %v, want %v %v", c.e2e, c.err, r.skipped, r.failed, c.skip, c.failed)
+		}
+	}
+}

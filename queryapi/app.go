@@ -1,0 +1,84 @@
+// Package queryapi is clickagg's HTTP API on Fiber: the collector's ingest
+// route, health and readiness, and the metrics queries.
+package queryapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Check is one dependency probed by /readyz. A failing Critical check makes
+// the process unready (503); any other failure only marks it degraded.
+type Check struct {
+	Name     string
+	Critical bool
+	Probe    func(ctx context.Context) error
+}
+
+// Options configures the API. The zero value serves health routes only.
+type Options struct {
+	Ingest    fiber.Handler // POST /v1/events; nil disables ingest
+	Checks    []Check
+	BodyLimit int // largest request body read at all; default 32 MiB (the collector applies its own, smaller limit with a JSON answer)
+}
+
+// New builds the Fiber app.
+func New(o Options) *fiber.App {
+	if o.BodyLimit == 0 {
+		o.BodyLimit = 32 << 20
+	}
+	app := fiber.New(fiber.Config{
+		AppName:               "clickagg",
+		BodyLimit:             o.BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          errorHandler,
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", readyz(o.Checks))
+	if o.Ingest != nil {
+		app.Post("/v1/events", o.Ingest)
+	}
+	return app
+}
+
+// errorHandler answers every error as JSON, including the ones fasthttp
+// raises before a handler runs (413 over BodyLimit, 404, 405).
+func errorHandler(c *fiber.Ctx, err error) error {
+	code := fiber.StatusInternalServerError
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		code = fe.Code
+	}
+	body := fiber.Map{"error": err.Error()}
+	if code == fiber.StatusRequestEntityTooLarge {
+		body["field"] = "body"
+	}
+	return c.Status(code).JSON(body)
+}
+
+func readyz(checks []Check) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		status, code := "ready", fiber.StatusOK
+		deps := fiber.Map{}
+		for _, ch := range checks {
+			if err := ch.Probe(ctx); err != nil {
+				deps[ch.Name] = err.Error()
+				if ch.Critical {
+					status, code = "unready", fiber.StatusServiceUnavailable
+				} else if status == "ready" {
+					status = "degraded"
+				}
+				continue
+			}
+			deps[ch.Name] = "ok"
+		}
+		return c.Status(code).JSON(fiber.Map{"status": status, "checks": deps})
+	}
+}

@@ -1,0 +1,234 @@
+package services
+
+import (
+	"context"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// ClickHouse is one clickhouse-server process with its own config and data
+// under Dir. It is not safe for concurrent use.
+type ClickHouse struct {
+	Dir      string // absolute
+	HTTPPort int
+	TCPPort  int
+
+	*process
+}
+
+// StartClickHouse writes a config into dir, starts a server and waits until
+// it answers. Ports 0 pick free ports. The server dies with this process;
+// Up starts servers that outlive it.
+func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
+	c, err := startClickHouse(ctx, dir, httpPort, tcpPort, false)
+	if err != nil {
+		return nil, fmt.Errorf("start clickhouse: %w", err)
+	}
+	return c, nil
+}
+
+func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, detach bool) (*ClickHouse, error) {
+	bin, err := lookBinary("clickhouse-server")
+	if err != nil {
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	var c *ClickHouse
+	err = onFreePorts([]int{httpPort, tcpPort}, func(ports []int) error {
+		c = &ClickHouse{Dir: dir, HTTPPort: ports[0], TCPPort: ports[1]}
+		if err := c.writeConfig(); err != nil {
+			return err
+		}
+		c.process = &process{
+			name:    "clickhouse",
+			bin:     bin,
+			args:    []string{"--config-file=" + c.configPath()},
+			dir:     dir,
+			logPath: filepath.Join(dir, "log", "stdout.log"),
+			detach:  detach,
+			limit:   60 * time.Second,
+			grace:   clickHouseGrace,
+			ready:   c.ping,
+			failure: c.failure,
+		}
+		return c.process.Start(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// HTTPURL is the base URL of the HTTP interface, without a trailing slash.
+func (c *ClickHouse) HTTPURL() string { return httpURL(c.HTTPPort) }
+
+// NativeAddr is host:port of the native TCP protocol.
+func (c *ClickHouse) NativeAddr() string { return hostPort(c.TCPPort) }
+
+func (c *ClickHouse) configPath() string { return filepath.Join(c.Dir, "config.xml") }
+
+func (c *ClickHouse) ping(ctx context.Context) error { return pingClickHouse(ctx, c.HTTPURL()) }
+
+// failure is the last error ClickHouse logged, without stack trace lines.
+func (c *ClickHouse) failure() string {
+	return lastLine(filepath.Join(c.Dir, "log", "error.log"), func(line string) bool {
+		return strings.Contains(line, "<Error>") || strings.Contains(line, "Exception")
+	})
+}
+
+func (c *ClickHouse) writeConfig() error {
+	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
+		if err := os.MkdirAll(filepath.Join(c.Dir, sub), 0o755); err != nil {
+			return fmt.Errorf("clickhouse dir: %w", err)
+		}
+	}
+	for name, tmpl := range map[string]*template.Template{"config.xml": configXML, "users.xml": usersXML} {
+		var b strings.Builder
+		if err := tmpl.Execute(&b, c); err != nil {
+			return fmt.Errorf("clickhouse %s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(c.Dir, name), []byte(b.String()), 0o644); err != nil {
+			return fmt.Errorf("clickhouse %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+var templateFuncs = template.FuncMap{"xml": func(s string) (string, error) {
+	var b strings.Builder
+	err := xml.EscapeText(&b, []byte(s))
+	return b.String(), err
+}}
+
+// The config works on 18.16.1 and on modern servers. Unknown settings in a
+// profile stop 18.16.1 from starting (max_partitions_per_insert_block, for
+// one), so add settings only after checking there.
+var configXML = template.Must(template.New("config.xml").Funcs(templateFuncs).Parse(`<?xml version="1.0"?>
+<yandex>
+  <logger>
+    <level>warning</level>
+    <log>{{xml .Dir}}/log/server.log</log>
+    <errorlog>{{xml .Dir}}/log/error.log</errorlog>
+    <console>0</console>
+  </logger>
+  <http_port>{{.HTTPPort}}</http_port>
+  <tcp_port>{{.TCPPort}}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{{xml .Dir}}/data/</path>
+  <tmp_path>{{xml .Dir}}/tmp/</tmp_path>
+  <user_files_path>{{xml .Dir}}/user_files/</user_files_path>
+  <format_schema_path>{{xml .Dir}}/format_schemas/</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>536870912</mark_cache_size>
+  <timezone>UTC</timezone>
+  <!-- Kafka engine tables must see messages produced before they joined. -->
+  <kafka><auto_offset_reset>earliest</auto_offset_reset></kafka>
+</yandex>
+`))
+
+// stream_flush_interval_ms: Kafka engine tables land a block every 0.5 s
+// instead of every 7.5 s.
+var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default>
+      <stream_flush_interval_ms>500</stream_flush_interval_ms>
+    </default>
+  </profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas>
+    <default>
+      <interval>
+        <duration>3600</duration>
+        <queries>0</queries><errors>0</errors><result_rows>0</result_rows>
+        <read_rows>0</read_rows><execution_time>0</execution_time>
+      </interval>
+    </default>
+  </quotas>
+</yandex>
+`))
+
+func httpURL(port int) string  { return "http://" + hostPort(port) }
+func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+func pingClickHouse(ctx context.Context, baseURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/ping", nil)
+	if err != nil {
+		return err
+	}
+	// An idle keep-alive connection holds up the server's shutdown for its
+	// keep_alive_timeout (10 s).
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "Ok." {
+		return fmt.Errorf("ping: %s: %q", resp.Status, body)
+	}
+	return nil
+}
+
+// Query runs one statement through ClickHouse's HTTP interface in database
+// (empty: the server's default) and returns the response body. It is for
+// setup and tests; the application has its own client.
+func Query(ctx context.Context, baseURL, database, query string) (string, error) {
+	u := baseURL + "/"
+	if database != "" {
+		u += "?database=" + url.QueryEscape(database)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(query))
+	if err != nil {
+		return "", fmt.Errorf("clickhouse query: %w", err)
+	}
+	req.Close = true // see pingClickHouse
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("clickhouse query: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("clickhouse query: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("clickhouse query: %s", firstLine(string(body)))
+	}
+	return string(body), nil
+}
+
+// firstLine keeps the message of a ClickHouse error, not its stack trace.
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if s == "" {
+		return "empty error response"
+	}
+	return s
+}
