@@ -47,6 +47,13 @@ const (
 // Decode parses one JSON object into ev. A problem with a field is returned as
 // a *clickagg.FieldError; invalid JSON as a FieldError with an empty Field.
 func (d *Decoder) Decode(data []byte, ev *clickagg.Event) error {
+	if fe := d.decode(data, ev); fe != nil {
+		return fe
+	}
+	return nil
+}
+
+func (d *Decoder) decode(data []byte, ev *clickagg.Event) *clickagg.FieldError {
 	v, err := d.p.ParseBytes(data)
 	if err != nil {
 		return &clickagg.FieldError{Message: "invalid JSON: " + err.Error()}
@@ -80,10 +87,14 @@ func (d *Decoder) Each(body []byte, fn func(index int, raw []byte, ev *clickagg.
 		if len(line) == 0 {
 			continue
 		}
-		err := d.Decode(line, &ev)
-		var fe *clickagg.FieldError
-		if err == nil || (errors.As(err, &fe) && fe.Field != "") {
+		var err error
+		if fe := d.decode(line, &ev); fe == nil || fe.Field != "" {
 			good++
+			if fe != nil {
+				err = fe
+			}
+		} else {
+			err = fe
 		}
 		if err := fn(index, line, &ev, err); err != nil {
 			return err
@@ -107,8 +118,9 @@ func (d *Decoder) eachArray(body []byte, ev *clickagg.Event, fn func(int, []byte
 	}
 	var raw []byte
 	for i, item := range items {
-		err := d.decodeValue(item, ev)
-		if err != nil {
+		var err error
+		if fe := d.decodeValue(item, ev); fe != nil {
+			err = fe
 			raw = item.MarshalTo(raw[:0]) // only rejected events need their text
 		} else {
 			raw = raw[:0]
@@ -120,7 +132,7 @@ func (d *Decoder) eachArray(body []byte, ev *clickagg.Event, fn func(int, []byte
 	return nil
 }
 
-func (d *Decoder) decodeValue(v *fastjson.Value, ev *clickagg.Event) error {
+func (d *Decoder) decodeValue(v *fastjson.Value, ev *clickagg.Event) *clickagg.FieldError {
 	o, err := v.Object()
 	if err != nil {
 		return &clickagg.FieldError{Message: "event is not a JSON object"}

@@ -324,9 +324,8 @@ func (in *Ingestor) sender() {
 // send encodes rows and inserts them, retrying temporary failures.
 func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	buf.Reset()
-	input := rows.input()
-	if err := (proto.Block{Columns: len(input), Rows: rows.Len()}).EncodeRawBlock(buf, 0, input); err != nil {
-		return fmt.Errorf("encode block: %w", err)
+	if err := rows.EncodeNative(buf); err != nil {
+		return err
 	}
 	start := time.Now()
 	var err error

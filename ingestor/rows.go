@@ -1,6 +1,7 @@
 package ingestor
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/ClickHouse/ch-go/proto"
@@ -56,6 +57,16 @@ func (r *Rows) input() proto.Input {
 		{Name: "price_micros", Data: &r.price},
 		{Name: "received_at", Data: &r.received},
 	}
+}
+
+// EncodeNative appends the rows to buf as one Native-format block, the body
+// of an `INSERT ... FORMAT Native`.
+func (r *Rows) EncodeNative(buf *proto.Buffer) error {
+	input := r.input()
+	if err := (proto.Block{Columns: len(input), Rows: r.Len()}).EncodeRawBlock(buf, 0, input); err != nil {
+		return fmt.Errorf("encode block: %w", err)
+	}
+	return nil
 }
 
 // SetReceived sets the receive time stamped on rows appended from now on.
