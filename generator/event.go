@@ -7,9 +7,6 @@ import (
 	"github.com/clickagg/clickagg"
 )
 
-// tsLayout is RFC 3339 with milliseconds; times are UTC so the zone is "Z".
-const tsLayout = "2006-01-02T15:04:05.000Z07:00"
-
 // appendEvent appends a new original event with clock time ts.
 func (s *Source) appendEvent(dst []byte, ts time.Time) []byte {
 	a := &s.ads[s.zipf.Uint64()]
@@ -29,7 +26,7 @@ func (s *Source) appendEvent(dst []byte, ts time.Time) []byte {
 	dst = append(dst, `","type":"`...)
 	dst = append(dst, typ.String()...)
 	dst = append(dst, `","ts":"`...)
-	dst = ts.AppendFormat(dst, tsLayout)
+	dst = s.stamp.append(dst, ts)
 	dst = append(dst, '"')
 	dst = append(dst, a.fields...)
 	dst = append(dst, `,"user_id":"u-`...)

@@ -85,7 +85,7 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 		defer tr.CloseIdleConnections()
 		client = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
-
+	// run ends production; requests in flight run on under ctx.
 	run := ctx
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
@@ -94,18 +94,12 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 	}
 
 	st := newStats()
-	stopProgress := make(chan struct{})
-	var progressDone sync.WaitGroup
-	if o.Progress != nil {
-		p := newProgress(o.Progress, st)
-		progressDone.Go(func() { p.run(stopProgress) })
-	}
-
+	stopProgress := startProgress(o.Progress, st)
 	began := time.Now()
 	p := &poster{client: client, url: target, gzip: o.Gzip, st: st}
 	queue := make(chan *batch, o.Concurrency)
-	// Every batch is in the producer, the queue or a worker; free holds the
-	// idle ones so the run reuses a fixed set of buffers.
+	// Every batch is with the producer, in the queue or with a worker; free
+	// holds the idle ones so a run reuses a fixed set of buffers.
 	free := make(chan *batch, 2*o.Concurrency+1)
 	for range cap(free) {
 		free <- &batch{}
@@ -124,9 +118,24 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 	produce(run, src, o, queue, free)
 	close(queue)
 	workers.Wait()
-	close(stopProgress)
-	progressDone.Wait()
+	stopProgress()
 	return st.report(time.Since(began)), nil
+}
+
+// startProgress runs the progress line when w is set; the returned func
+// stops it and waits for its last write.
+func startProgress(w io.Writer, st *stats) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	p := newProgress(w, st)
+	wg.Go(func() { p.run(done) })
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // produce fills batches from src at the paced rate until ctx is done.

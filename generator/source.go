@@ -18,14 +18,14 @@ type Options struct {
 	// DuplicateShare is the share of events that resend a recent event byte
 	// for byte; default 0.001, negative for none.
 	DuplicateShare float64
-	// Start is the origin of the event clock; zero means time.Now() at New,
-	// which makes ts differ between runs.
+	// Start, when set, starts a deterministic event clock that advances
+	// 1/Rate s per event, so ts does not depend on when events are read.
+	// Zero means the wall clock from New on, as Now = time.Now does.
 	Start time.Time
-	// Rate is how many events make one second of event time on the
-	// deterministic clock; default 1000.
+	// Rate is how many events make one second on the deterministic clock;
+	// default 1000.
 	Rate int
-	// Now, when set, replaces the deterministic clock: ts = Now() minus any
-	// lateness. Use time.Now to drive a live collector at any rate.
+	// Now, when set, is the event clock: ts = Now() minus any lateness.
 	Now func() time.Time
 }
 
@@ -45,6 +45,7 @@ type Source struct {
 	lines  uint64 // lines produced so far; drives the clock
 	events uint64 // original events produced; part of event_id
 	recent ring
+	stamp  stamp
 }
 
 // ad is what stays fixed for one ad across its events.
@@ -58,7 +59,7 @@ type ad struct {
 func New(o Options) *Source {
 	o = o.withDefaults()
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
-	s := &Source{
+	return &Source{
 		rng:    rng,
 		zipf:   rand.NewZipf(rng, zipfS, zipfV, uint64(o.Ads-1)),
 		ads:    makeAds(rng, o.Ads),
@@ -69,8 +70,8 @@ func New(o Options) *Source {
 		rate:   uint64(o.Rate),
 		now:    o.Now,
 		recent: newRing(recentLines),
+		stamp:  newStamp(),
 	}
-	return s
 }
 
 func (o Options) withDefaults() Options {
@@ -86,8 +87,8 @@ func (o Options) withDefaults() Options {
 	if o.DuplicateShare == 0 {
 		o.DuplicateShare = 0.001
 	}
-	if o.Start.IsZero() {
-		o.Start = time.Now()
+	if o.Start.IsZero() && o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.Rate <= 0 {
 		o.Rate = 1000
@@ -131,8 +132,7 @@ func appendPadded(b []byte, v uint64, width int) []byte {
 	return strconv.AppendUint(b, v, 10)
 }
 
-// clock returns the event time of line n: the deterministic clock advances
-// by 1/Rate s per line so the stream does not depend on when it is read.
+// clock returns the event time of line n.
 func (s *Source) clock(n uint64) time.Time {
 	if s.now != nil {
 		return s.now().UTC()

@@ -340,26 +340,54 @@ func TestSharesConfigurable(t *testing.T) {
 	}
 }
 
-func TestAppendNextAllocs(t *testing.T) {
+// warmSource returns a Source whose buffers of recent events are full, and
+// a buffer for one event.
+func warmSource() (*Source, []byte) {
 	s := New(Options{Start: testStart})
 	buf := make([]byte, 0, 1024)
 	for range 10 * recentLines {
 		buf = s.AppendNext(buf[:0])
 	}
+	return s, buf
+}
+
+func TestWallClock(t *testing.T) {
+	before := time.Now().Truncate(time.Millisecond)
+	e := decode(t, New(Options{LateShare: -1}).AppendNext(nil))
+	ts, err := time.Parse(time.RFC3339Nano, e.TS)
+	if err != nil || ts.Before(before) || ts.After(time.Now()) {
+		t.Errorf("ts %s with the zero Options, want now (%v)", e.TS, err)
+	}
+}
+
+func TestAppendNextAllocs(t *testing.T) {
+	s, buf := warmSource()
 	if a := testing.AllocsPerRun(10_000, func() { buf = s.AppendNext(buf[:0]) }); a != 0 {
 		t.Errorf("AppendNext allocates %.2f times per event", a)
 	}
 }
 
 func BenchmarkAppendNext(b *testing.B) {
-	s := New(Options{Start: testStart})
-	buf := make([]byte, 0, 1024)
-	for range 10 * recentLines {
-		buf = s.AppendNext(buf[:0])
-	}
+	s, buf := warmSource()
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = s.AppendNext(buf[:0])
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+func TestStamp(t *testing.T) {
+	st := newStamp()
+	for _, ts := range []time.Time{
+		testStart.Add(123 * time.Millisecond),
+		testStart.Add(999*time.Millisecond + 999*time.Microsecond),
+		testStart.Add(time.Second + 7*time.Millisecond),
+		testStart.Add(-3 * time.Hour),
+		time.Date(1999, 12, 31, 23, 59, 59, 50_000_000, time.FixedZone("KST", 9*3600)),
+	} {
+		want := ts.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		if got := string(st.append(nil, ts)); got != want {
+			t.Errorf("stamp %v = %s, want %s", ts, got, want)
+		}
+	}
 }
