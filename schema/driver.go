@@ -120,24 +120,20 @@ func (d *Driver) Run(migration io.Reader) error {
 	return nil
 }
 
-// SetVersion implements database.Driver with a columnar batch; an INSERT
-// with VALUES hangs against 18.16 over clickhouse-go/v2.
+// SetVersion implements database.Driver. It uses INSERT ... SELECT, which
+// runs wholly on the server: an INSERT with VALUES hangs against 18.16 over
+// clickhouse-go/v2, and a batch's context watchdog can close a pooled
+// connection after Send returns when its context is cancelled right away.
 func (d *Driver) SetVersion(version int, dirty bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	batch, err := d.conn.PrepareBatch(ctx, "INSERT INTO "+MigrationsTable+" (version, dirty, sequence)")
-	if err != nil {
-		return fmt.Errorf("set version: %w", err)
-	}
 	var dv uint8
 	if dirty {
 		dv = 1
 	}
-	if err := batch.Append(int64(version), dv, uint64(time.Now().UnixNano())); err != nil {
-		batch.Abort()
-		return fmt.Errorf("set version: %w", err)
-	}
-	if err := batch.Send(); err != nil {
+	err := d.conn.Exec(ctx, "INSERT INTO "+MigrationsTable+" (version, dirty, sequence) SELECT toInt64(?), toUInt8(?), toUInt64(?)",
+		int64(version), dv, uint64(time.Now().UnixNano()))
+	if err != nil {
 		return fmt.Errorf("set version: %w", err)
 	}
 	return nil

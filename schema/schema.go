@@ -5,8 +5,8 @@
 // golang-migrate's own clickhouse driver links clickhouse-go v1, which cannot
 // live in one binary with v2 (both register database/sql driver
 // "clickhouse"), and its VALUES insert hangs against 18.16 over v2. This
-// driver talks v2's native API directly and records versions with a columnar
-// batch, which works on 18.16 and on modern servers.
+// driver talks v2's native API directly and records versions with a
+// server-side INSERT ... SELECT, which works on 18.16 and on modern servers.
 package schema
 
 import (
