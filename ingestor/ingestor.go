@@ -91,11 +91,11 @@ type FlushInfo struct {
 
 // Stats are running totals.
 type Stats struct {
-	BufferedRows  int64 // accepted by Add, not yet committed or failed
-	CommittedRows int64
-	FailedRows    int64
-	Blocks        int64 // blocks committed
-	Retries       int64
+	BufferedRows  int64 `json:"buffered_rows"` // accepted by Add, not yet committed or failed
+	CommittedRows int64 `json:"committed_rows"`
+	FailedRows    int64 `json:"failed_rows"`
+	Blocks        int64 `json:"blocks"` // blocks committed
+	Retries       int64 `json:"retries"`
 }
 
 // result is what the waiters of one block learn; not recycled with the block.

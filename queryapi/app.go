@@ -20,9 +20,12 @@ type Check struct {
 
 // Options configures the API. The zero value serves health routes only.
 type Options struct {
-	Ingest    fiber.Handler // POST /v1/events; nil disables ingest
-	Checks    []Check
-	BodyLimit int // largest request body read at all; default 32 MiB (the collector applies its own, smaller limit with a JSON answer)
+	Ingest fiber.Handler // POST /v1/events; nil disables ingest
+	// IngestStatus is served as JSON at GET /v1/ingest/status: counters of
+	// accepted and rejected events, buffered and committed rows.
+	IngestStatus func() any
+	Checks       []Check
+	BodyLimit    int // largest request body read at all; default 32 MiB (the collector applies its own, smaller limit with a JSON answer)
 }
 
 // New builds the Fiber app.
@@ -42,6 +45,9 @@ func New(o Options) *fiber.App {
 	app.Get("/readyz", readyz(o.Checks))
 	if o.Ingest != nil {
 		app.Post("/v1/events", o.Ingest)
+	}
+	if o.IngestStatus != nil {
+		app.Get("/v1/ingest/status", func(c *fiber.Ctx) error { return c.JSON(o.IngestStatus()) })
 	}
 	return app
 }

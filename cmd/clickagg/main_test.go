@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os/exec"
@@ -91,6 +92,21 @@ func TestLocalWorkflow(t *testing.T) {
 	out, errs, code := clickagg(t, ctx, "generate", "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
 	if code != 0 || !strings.Contains(out, "failed 0") {
 		t.Fatalf("generate: %d %s %s", code, out, errs)
+	}
+	resp, err = http.Get("http://" + listen + "/v1/ingest/status")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("ingest status: %v %v", resp, err)
+	}
+	var status struct {
+		Collector struct{ Accepted int64 }
+		Ingestor  struct {
+			CommittedRows int64 `json:"committed_rows"`
+		}
+	}
+	json.NewDecoder(resp.Body).Decode(&status)
+	resp.Body.Close()
+	if status.Collector.Accepted == 0 || status.Collector.Accepted != status.Ingestor.CommittedRows {
+		t.Errorf("ingest status %+v", status)
 	}
 	stop() // as SIGTERM does: drain, flush, exit 0
 	if code := <-done; code != 0 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/chclient"
@@ -63,7 +64,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Password: envPassword("CLICKAGG_REDIS_PASSWORD")})
 	defer rdb.Close()
 	app := queryapi.New(queryapi.Options{
-		Ingest:    col.Handle,
+		Ingest: col.Handle,
+		IngestStatus: func() any {
+			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats()}
+		},
 		BodyLimit: max(co.MaxBodyBytes*2, 1<<20),
 		Checks: []queryapi.Check{
 			{Name: "clickhouse", Critical: true, Probe: func(ctx context.Context) error { return chclient.PingHTTP(ctx, ch) }},
