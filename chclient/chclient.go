@@ -6,10 +6,8 @@ package chclient
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -47,9 +45,11 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
-// OpenNative opens a native-protocol connection pool to o.Database and pings
-// it. Deadlines of the ctx passed to each call become I/O deadlines.
-func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
+// Open returns a native-protocol connection pool to o.Database that
+// connects on first use, so a server that is down at start only fails the
+// calls made while it is down. Deadlines of each call's ctx become I/O
+// deadlines.
+func Open(o Options) (driver.Conn, error) {
 	o = o.WithDefaults()
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:        []string{o.Native},
@@ -59,6 +59,16 @@ func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", o.Native, err)
+	}
+	return conn, nil
+}
+
+// OpenNative is Open followed by a ping.
+func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
+	o = o.WithDefaults()
+	conn, err := Open(o)
+	if err != nil {
+		return nil, err
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
@@ -128,22 +138,4 @@ func ServerVersion(ctx context.Context, conn driver.Conn) (Version, error) {
 		return Version{}, fmt.Errorf("server version: %w", err)
 	}
 	return ParseVersion(s)
-}
-
-// PingHTTP checks that the HTTP interface answers /ping.
-func PingHTTP(ctx context.Context, o Options) error {
-	o = o.WithDefaults()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(o.HTTP, "/")+"/ping", nil)
-	if err != nil {
-		return fmt.Errorf("ping clickhouse: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("ping clickhouse: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ping clickhouse: http %d", resp.StatusCode)
-	}
-	return nil
 }

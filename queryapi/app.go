@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/clickagg/clickagg"
 )
 
 // Check is one dependency probed by /readyz. A failing Critical check makes
@@ -26,13 +28,35 @@ type Options struct {
 	IngestStatus func() any
 	Checks       []Check
 	BodyLimit    int // largest request body read at all; default 32 MiB (the collector applies its own, smaller limit with a JSON answer)
+
+	// Metrics answers the metrics routes (normally the cache in front of
+	// Direct); nil disables them. Direct is the uncached store, used by the
+	// benchmark route to compare.
+	Metrics, Direct clickagg.MetricsService
+	CacheStats      func() any    // GET /v1/cache/stats; nil disables it
+	MaxRange        time.Duration // longest from/to span; default 31 days
+	MaxTopN         int           // largest n of top and benchmark; default 1000
+	Now             func() time.Time
 }
+
+// api holds what the handlers need.
+type api struct{ o Options }
 
 // New builds the Fiber app.
 func New(o Options) *fiber.App {
 	if o.BodyLimit == 0 {
 		o.BodyLimit = 32 << 20
 	}
+	if o.MaxRange == 0 {
+		o.MaxRange = 31 * 24 * time.Hour
+	}
+	if o.MaxTopN == 0 {
+		o.MaxTopN = 1000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := &api{o: o}
 	app := fiber.New(fiber.Config{
 		AppName:               "clickagg",
 		BodyLimit:             o.BodyLimit,
@@ -49,12 +73,27 @@ func New(o Options) *fiber.App {
 	if o.IngestStatus != nil {
 		app.Get("/v1/ingest/status", func(c *fiber.Ctx) error { return c.JSON(o.IngestStatus()) })
 	}
+	if o.Metrics != nil {
+		app.Get("/v1/metrics/:country/:ad_format", a.metricsOne)
+		app.Get("/v1/metrics", a.metricsGrouped)
+		app.Get("/v1/ads/top", a.top)
+		app.Get("/v1/ads/:ad_id/series", a.series)
+		if o.Direct != nil {
+			app.Get("/v1/benchmark/:country/:ad_format", a.benchmark)
+		}
+	}
+	if o.CacheStats != nil {
+		app.Get("/v1/cache/stats", func(c *fiber.Ctx) error { return c.JSON(o.CacheStats()) })
+	}
 	return app
 }
 
 // errorHandler answers every error as JSON, including the ones fasthttp
 // raises before a handler runs (413 over BodyLimit, 404, 405).
 func errorHandler(c *fiber.Ctx, err error) error {
+	if code, body := errorStatus(err); code != 0 {
+		return c.Status(code).JSON(body)
+	}
 	code := fiber.StatusInternalServerError
 	var fe *fiber.Error
 	if errors.As(err, &fe) {

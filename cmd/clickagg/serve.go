@@ -12,7 +12,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickagg/clickagg/cache"
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/chstore"
 	"github.com/clickagg/clickagg/collector"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
@@ -29,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		drain             time.Duration
 		ingest            ingestor.Options
 		co                collector.Options
+		cacheOpts         cache.Options
 		g                 genFlags
 	)
 	f.listen(&listen)
@@ -42,6 +45,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.int(&ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
 	f.int(&co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
 	f.int(&co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
+	f.dur(&cacheOpts.PastTTL, "cache-past-ttl", "CLICKAGG_CACHE_PAST_TTL", time.Hour, "cache lifetime of answers about ranges that ended before the current minute")
+	f.dur(&cacheOpts.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", 5*time.Second, "cache lifetime of answers that include the current minute")
 	g.register(f, "generate-", 0)
 	if err := f.parse(args, 0); err != nil {
 		return err
@@ -63,14 +68,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	col := collector.New(in, co)
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Password: envPassword("CLICKAGG_REDIS_PASSWORD")})
 	defer rdb.Close()
+	conn, err := chclient.Open(ch)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store := chstore.New(conn, chstore.Options{})
+	cached := cache.New(rdb, store, cacheOpts)
 	app := queryapi.New(queryapi.Options{
-		Ingest: col.Handle,
+		Metrics:    cached,
+		Direct:     store,
+		CacheStats: func() any { return cached.Stats() },
+		Ingest:     col.Handle,
 		IngestStatus: func() any {
 			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats()}
 		},
 		BodyLimit: max(co.MaxBodyBytes*2, 1<<20),
 		Checks: []queryapi.Check{
-			{Name: "clickhouse", Critical: true, Probe: func(ctx context.Context) error { return chclient.PingHTTP(ctx, ch) }},
+			{Name: "clickhouse", Critical: true, Probe: store.Ping},
 			{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		},
 	})

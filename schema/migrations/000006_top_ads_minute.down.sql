@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS top_ads_minute
