@@ -41,7 +41,8 @@ func New(conn driver.Conn, o Options) *Store {
 var _ clickagg.MetricsService = (*Store)(nil)
 
 // sums are the measures of ad_stats_minute; the aliases differ from the
-// column names because 18.16 rejects `sum(x) AS x` as a cyclic alias.
+// column names so that WHERE means columns and HAVING/ORDER BY mean sums,
+// whatever a server's alias rules.
 const sums = "sum(impressions) AS s_imp, sum(clicks) AS s_clk, sum(conversions) AS s_conv, sum(spend_micros) AS s_spend"
 
 // metricAlias maps a metric to its alias in sums.
