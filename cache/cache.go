@@ -76,6 +76,8 @@ type Stats struct {
 	Errors int64 `json:"errors"` // failed or timed-out Redis calls, unreadable entries
 	Sets   int64 `json:"sets"`   // answers stored
 	Shared int64 `json:"shared"` // callers that joined another caller's inner call
+	// HitRatio is Hits / (Hits + Misses), 0 before any lookup.
+	HitRatio float64 `json:"hit_ratio"`
 }
 
 // maxKeyText bounds the query part of a key. Longer canonical texts keep a
@@ -107,13 +109,17 @@ func New(rdb redis.UniversalClient, next clickagg.MetricsService, o Options) *Ca
 
 // Stats returns running totals.
 func (c *Cache) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Hits:   c.hits.Load(),
 		Misses: c.misses.Load(),
 		Errors: c.errs.Load(),
 		Sets:   c.sets.Load(),
 		Shared: c.shared.Load(),
 	}
+	if n := s.Hits + s.Misses; n > 0 {
+		s.HitRatio = float64(s.Hits) / float64(n)
+	}
+	return s
 }
 
 // TTL is how long an answer for r computed now stays cached: PastTTL when r

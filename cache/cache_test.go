@@ -210,7 +210,7 @@ func TestMissThenHit(t *testing.T) {
 			if n := inner.calls.Load(); n != 1 {
 				t.Errorf("inner calls after a hit = %d, want 1", n)
 			}
-			if got, want := c.Stats(), (cache.Stats{Hits: 1, Misses: 1, Sets: 1}); got != want {
+			if got, want := c.Stats(), (cache.Stats{Hits: 1, Misses: 1, Sets: 1, HitRatio: 0.5}); got != want {
 				t.Errorf("stats %+v, want %+v", got, want)
 			}
 			if got, want := rec.lines(), []string{k.name + " miss", k.name + " hit"}; !reflect.DeepEqual(got, want) {

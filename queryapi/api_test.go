@@ -415,6 +415,19 @@ func TestCacheAside(t *testing.T) {
 	if d := ttl(clickagg.Range{From: at(6, 0, 0), To: at(11, 0, 0)}); d <= 0 || d > 5*time.Second {
 		t.Errorf("current range TTL %v, want at most 5s", d)
 	}
+	// Cache-Control: no-cache asks ClickHouse and leaves the cache alone.
+	req, _ := http.NewRequest(http.MethodGet, e.url+past, nil)
+	req.Header.Set("Cache-Control", "no-cache")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nc map[string]any
+	json.NewDecoder(resp.Body).Decode(&nc)
+	resp.Body.Close()
+	if nc["cached"] != false || counts(nc) != "3 1 1 2.503e+06" {
+		t.Errorf("no-cache: %v", nc)
+	}
 	_, stats := e.get(t, "/v1/cache/stats")
 	if num(stats, "hits") != 2 || num(stats, "misses") != 2 {
 		t.Errorf("cache stats %v", stats)

@@ -85,6 +85,7 @@ func New(o Options) *fiber.App {
 	if o.CacheStats != nil {
 		app.Get("/v1/cache/stats", func(c *fiber.Ctx) error { return c.JSON(o.CacheStats()) })
 	}
+	registerDocs(app)
 	return app
 }
 

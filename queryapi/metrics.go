@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -49,6 +50,15 @@ type rangeJSON struct {
 	To   time.Time `json:"to"`
 }
 
+// svc is the service a request asks: the cache, or the store directly
+// when the request says Cache-Control: no-cache (benchmarks, debugging).
+func (a *api) svc(c *fiber.Ctx) clickagg.MetricsService {
+	if a.o.Direct != nil && strings.Contains(c.Get(fiber.HeaderCacheControl), "no-cache") {
+		return a.o.Direct
+	}
+	return a.o.Metrics
+}
+
 // query parses what every metrics endpoint shares.
 func (a *api) query(c *fiber.Ctx, fixed []string, extra ...string) (*params, clickagg.Range, clickagg.Filter, error) {
 	p, err := newParams(c, allowed(fixed, extra...)...)
@@ -69,7 +79,7 @@ func (a *api) metricsOne(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.o.Metrics.Metrics(c.UserContext(), q)
+	res, err := a.svc(c).Metrics(c.UserContext(), q)
 	if err != nil {
 		return err
 	}
@@ -115,7 +125,7 @@ func (a *api) metricsGrouped(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.o.Metrics.Metrics(c.UserContext(), clickagg.MetricsQuery{Range: r, Filter: f, GroupBy: dims})
+	res, err := a.svc(c).Metrics(c.UserContext(), clickagg.MetricsQuery{Range: r, Filter: f, GroupBy: dims})
 	if err != nil {
 		return err
 	}
@@ -159,7 +169,7 @@ func (a *api) series(c *fiber.Ctx) error {
 	if n := r.To.Sub(r.From.Truncate(step)) / step; n > maxPoints {
 		return paramErr("granularity", "%d points; at most %d, use a coarser granularity", n, maxPoints)
 	}
-	res, err := a.o.Metrics.Series(c.UserContext(), clickagg.SeriesQuery{AdID: ad, Range: r, Filter: f, Granularity: step})
+	res, err := a.svc(c).Series(c.UserContext(), clickagg.SeriesQuery{AdID: ad, Range: r, Filter: f, Granularity: step})
 	if err != nil {
 		return err
 	}
@@ -192,7 +202,7 @@ func (a *api) top(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.o.Metrics.TopAds(c.UserContext(), clickagg.TopQuery{Range: r, Filter: f, N: n, Metric: clickagg.Metric(metric), Approx: mode == "approx"})
+	res, err := a.svc(c).TopAds(c.UserContext(), clickagg.TopQuery{Range: r, Filter: f, N: n, Metric: clickagg.Metric(metric), Approx: mode == "approx"})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	in := ingestor.New(tr, ingest)
 	col := collector.New(in, co)
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, Password: envPassword("CLICKAGG_REDIS_PASSWORD")})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:     redisAddr,
+		Password: envPassword("CLICKAGG_REDIS_PASSWORD"),
+		// The cache bounds each call; let go-redis honour those deadlines and
+		// fail fast while Redis is down instead of retrying.
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+		MaxRetries:            -1,
+	})
 	defer rdb.Close()
 	conn, err := chclient.Open(ch)
 	if err != nil {
