@@ -25,6 +25,8 @@ type Options struct {
 }
 
 // Store implements clickagg.MetricsService on a clickhouse-go/v2 connection.
+// Metrics reads the filter cube dim_stats_minute unless the question names
+// ads or campaigns; series and top-N read the ad cube ad_stats_minute.
 type Store struct {
 	conn driver.Conn
 	o    Options
@@ -115,6 +117,27 @@ func (s *Store) query(ctx context.Context, sql string, args []any, scan func(dri
 	return nil
 }
 
+// Tables of the two cubes. The filter cube drops ad and campaign, so it is
+// orders of magnitude smaller than the ad cube and sorted for dimension
+// filters; questions that need neither ad nor campaign read it.
+const (
+	adCube     = "ad_stats_minute"
+	filterCube = "dim_stats_minute"
+)
+
+// cube picks the smallest table that holds every dimension q needs.
+func cube(q clickagg.MetricsQuery) string {
+	if len(q.Filter.CampaignIDs) > 0 || len(q.Filter.AdIDs) > 0 {
+		return adCube
+	}
+	for _, d := range q.GroupBy {
+		if d == clickagg.DimAd || d == clickagg.DimCampaign {
+			return adCube
+		}
+	}
+	return filterCube
+}
+
 // Metrics implements clickagg.MetricsService.
 func (s *Store) Metrics(ctx context.Context, q clickagg.MetricsQuery) (*clickagg.MetricsResult, error) {
 	cond, args := where(q.Range, q.Filter.Normalized(), true)
@@ -129,7 +152,7 @@ func (s *Store) Metrics(ctx context.Context, q clickagg.MetricsQuery) (*clickagg
 		sel = append(sel, expr+" AS "+alias)
 		order = append(order, alias)
 	}
-	sql := "SELECT " + strings.Join(append(sel, sums), ", ") + " FROM ad_stats_minute WHERE " + cond
+	sql := "SELECT " + strings.Join(append(sel, sums), ", ") + " FROM " + cube(q) + " WHERE " + cond
 	if len(order) > 0 {
 		sql += " GROUP BY " + strings.Join(order, ", ") + " ORDER BY " + strings.Join(order, ", ")
 	}
