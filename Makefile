@@ -10,7 +10,7 @@ RATE   ?= 5000
 LISTEN ?= 127.0.0.1:8080
 FUZZTIME ?= 10s
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz vet clean
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go clean
 
 all: build
 
@@ -44,6 +44,14 @@ test-short:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 2m ./eventjson
+
+# Benchmarks: figures come from these, never from timed tests.
+EVENTS ?= 10000000
+bench-query:
+	benchmarks/query.sh $(EVENTS)
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
 
 clean:
 	rm -rf bin

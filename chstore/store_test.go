@@ -15,7 +15,6 @@ import (
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
-	"github.com/clickagg/clickagg/schema"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -24,18 +23,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // the topK sketch holds, then checks exact top-N against counts computed
 // here from the raw events, and approx against exact at the top.
 func TestTopAgainstBruteForce(t *testing.T) {
-	db := testenv.ClickHouse(t)
+	db := testenv.Migrated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	opts := chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database}
-	m, err := schema.NewMigrator(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
+	opts := db.Options()
 
 	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	src := generator.New(generator.Options{Seed: 3, Ads: 3000, DuplicateShare: -1, LateShare: -1, Start: start, Rate: 200})

@@ -15,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/collector"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/queryapi"
-	"github.com/clickagg/clickagg/schema"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -36,17 +34,7 @@ type server struct {
 // start serves a collector on a free port over a freshly migrated database.
 func start(t *testing.T, o collector.Options) *server {
 	t.Helper()
-	db := testenv.ClickHouse(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := schema.NewMigrator(ctx, chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
+	db := testenv.Migrated(t)
 	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
 	if err != nil {
 		t.Fatal(err)

@@ -12,30 +12,11 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg"
-	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
-	"github.com/clickagg/clickagg/schema"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// migrated returns a fresh database with the schema applied.
-func migrated(t *testing.T) testenv.ClickHouseDB {
-	t.Helper()
-	db := testenv.ClickHouse(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := schema.NewMigrator(ctx, chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
 
 func transport(t *testing.T, db testenv.ClickHouseDB, noCompression bool) *ingestor.HTTP {
 	t.Helper()
@@ -79,7 +60,7 @@ func rowsOf(from, to int) *ingestor.Rows {
 func TestInsertRoundTrip(t *testing.T) {
 	for _, noComp := range []bool{false, true} {
 		t.Run(fmt.Sprintf("nocompression=%v", noComp), func(t *testing.T) {
-			db := migrated(t)
+			db := testenv.Migrated(t)
 			in := ingestor.New(transport(t, db, noComp), ingestor.Options{})
 			if err := in.Add(context.Background(), rowsOf(0, 1000)); err != nil {
 				t.Fatal(err)
@@ -111,7 +92,7 @@ func TestInsertRoundTrip(t *testing.T) {
 // Close must flush what is buffered: Adds blocked on a block that would only
 // be sent after an hour all return committed.
 func TestCloseFlushesBuffered(t *testing.T) {
-	db := migrated(t)
+	db := testenv.Migrated(t)
 	in := ingestor.New(transport(t, db, false), ingestor.Options{Linger: time.Hour, MaxRows: 1 << 20})
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -149,7 +130,7 @@ func TestCloseFlushesBuffered(t *testing.T) {
 }
 
 func TestGroupCommitSharesBlocks(t *testing.T) {
-	db := migrated(t)
+	db := testenv.Migrated(t)
 	in := ingestor.New(transport(t, db, false), ingestor.Options{Linger: 50 * time.Millisecond})
 	defer in.Close(context.Background())
 	var wg sync.WaitGroup
@@ -173,7 +154,7 @@ func TestGroupCommitSharesBlocks(t *testing.T) {
 }
 
 func TestServerErrors(t *testing.T) {
-	db := migrated(t)
+	db := testenv.Migrated(t)
 	tr := transport(t, db, false)
 	in := ingestor.New(tr, ingestor.Options{Table: "no_such_table", MaxRetries: -1})
 	defer in.Close(context.Background())

@@ -21,7 +21,6 @@ import (
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/queryapi"
-	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -46,21 +45,11 @@ type env struct {
 // serves the API over the real store and a real Redis cache.
 func setup(t *testing.T, events []clickagg.Event) *env {
 	t.Helper()
-	db := testenv.ClickHouse(t)
+	db := testenv.Migrated(t)
+	load(t, db, events)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opts := chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database}
-	m, err := schema.NewMigrator(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
-	load(t, db, events)
-
-	conn, err := chclient.OpenNative(ctx, opts)
+	conn, err := chclient.OpenNative(ctx, db.Options())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg"
-	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/schema"
 )
@@ -18,10 +17,6 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/schema.golden")
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-func options(db testenv.ClickHouseDB) chclient.Options {
-	return chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database}
-}
 
 // describe renders the user tables of the database for the golden file.
 func describe(t *testing.T, db testenv.ClickHouseDB) string {
@@ -38,7 +33,7 @@ func TestMigrations(t *testing.T) {
 	db := testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := schema.NewMigrator(ctx, options(db))
+	m, err := schema.NewMigrator(ctx, db.Options())
 	if err != nil {
 		t.Fatal(err)
 	}

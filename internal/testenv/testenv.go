@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -183,4 +185,26 @@ func randomHex() string {
 	b := make([]byte, 8)
 	rand.Read(b) // never fails
 	return hex.EncodeToString(b)
+}
+
+// Options are the chclient settings of db.
+func (db ClickHouseDB) Options() chclient.Options {
+	return chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database}
+}
+
+// Migrated returns a fresh database with the embedded schema applied.
+func Migrated(t testing.TB) ClickHouseDB {
+	t.Helper()
+	db := ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := schema.NewMigrator(ctx, db.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Query benchmark: a fresh database, EVENTS generated events (deterministic
+# seed, spread over the last 24 h) posted through the collector, then
+# querybench over HTTP. Prints a markdown table. Usage:
+#   benchmarks/query.sh [EVENTS]     (default 10000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events=${1:-10000000}
+db=clickagg_bench
+listen=127.0.0.1:18080
+go build -o bin/clickagg ./cmd/clickagg
+go build -o bin/querybench ./benchmarks/querybench
+bin/clickagg services up >/dev/null
+eval "$(bin/clickagg services status)"
+curl -fsS "$CLICKAGG_CLICKHOUSE_HTTP/" --data-binary "DROP DATABASE IF EXISTS $db"
+bin/clickagg serve --listen "$listen" --clickhouse-database "$db" --migrate 2>benchmarks/query-serve.log &
+serve=$!
+trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -fs "http://$listen/readyz" >/dev/null && break; sleep 0.2; done
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "command: benchmarks/query.sh $events"
+bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --load "$events"
