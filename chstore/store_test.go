@@ -56,7 +56,7 @@ func TestTopAgainstBruteForce(t *testing.T) {
 		if err := dec.Decode(line, &ev); err != nil {
 			t.Fatal(err)
 		}
-		rows.Append(&ev)
+		rows.Append(&ev, false)
 		if (i+1)%5000 == 0 {
 			if err := in.Add(ctx, &rows); err != nil {
 				t.Fatal(err)

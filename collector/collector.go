@@ -157,7 +157,7 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 			return tooMany
 		}
 		if err == nil {
-			r.rows.Append(ev)
+			r.rows.Append(ev, false)
 			return nil
 		}
 		var fe *clickagg.FieldError

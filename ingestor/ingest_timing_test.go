@@ -35,7 +35,7 @@ func BenchmarkDecodeAppendEncode(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			req.Append(ev)
+			req.Append(ev, false)
 			return nil
 		})
 		if err != nil {

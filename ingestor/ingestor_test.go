@@ -52,7 +52,7 @@ func rowsOf(from, to int) *ingestor.Rows {
 	r.SetReceived(base)
 	for i := from; i < to; i++ {
 		ev := event(i)
-		r.Append(&ev)
+		r.Append(&ev, false)
 	}
 	return &r
 }

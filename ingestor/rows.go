@@ -20,12 +20,13 @@ type Rows struct {
 	tsMillis                          proto.ColUInt16
 	ip, country                       proto.ColFixedStr
 	price                             proto.ColUInt64
+	duplicate                         proto.ColUInt8
 	receivedAt                        proto.DateTime
 }
 
 // fixedRowBytes is the encoded size of a row's fixed-width columns plus one
 // length byte per string; the estimate behind Options.MaxBytes.
-const fixedRowBytes = 1 + 4 + 2 + 16 + 2 + 1 + 1 + 8 + 4 + 4
+const fixedRowBytes = 1 + 4 + 2 + 16 + 2 + 1 + 1 + 8 + 4 + 4 + 1
 
 // enumType wraps an Int8 column with the exact Enum8 type of the table, so
 // the Native block declares the same type the server has.
@@ -37,7 +38,7 @@ type enumType struct {
 func (c enumType) Type() proto.ColumnType { return c.t }
 
 // Columns lists the events table columns Rows fills, in block order.
-var Columns = []string{"event_id", "type", "ts", "ts_millis", "ad_id", "campaign_id", "user_id", "ip", "country", "ad_format", "device", "price_micros", "received_at"}
+var Columns = []string{"event_id", "type", "ts", "ts_millis", "ad_id", "campaign_id", "user_id", "ip", "country", "ad_format", "device", "price_micros", "received_at", "duplicate"}
 
 func (r *Rows) input() proto.Input {
 	r.ip.SetSize(16)
@@ -56,6 +57,7 @@ func (r *Rows) input() proto.Input {
 		{Name: "device", Data: enumType{&r.device, proto.ColumnType(clickagg.DeviceSQL)}},
 		{Name: "price_micros", Data: &r.price},
 		{Name: "received_at", Data: &r.received},
+		{Name: "duplicate", Data: &r.duplicate},
 	}
 }
 
@@ -72,8 +74,14 @@ func (r *Rows) EncodeNative(buf *proto.Buffer) error {
 // SetReceived sets the receive time stamped on rows appended from now on.
 func (r *Rows) SetReceived(t time.Time) { r.receivedAt = proto.DateTime(t.Unix()) }
 
-// Append adds one event.
-func (r *Rows) Append(ev *clickagg.Event) {
+// Append adds one event. A duplicate (an event_id accepted before) is
+// stored for the record and left out of the aggregates.
+func (r *Rows) Append(ev *clickagg.Event, duplicate bool) {
+	var dup uint8
+	if duplicate {
+		dup = 1
+	}
+	r.duplicate.Append(dup)
 	r.eventID.Append(ev.EventID)
 	r.typ.Append(int8(ev.Type))
 	r.ts.AppendRaw(proto.DateTime(ev.Time.Unix()))
@@ -111,6 +119,7 @@ func (r *Rows) Reset() {
 	r.ip.Buf = r.ip.Buf[:0]
 	r.country.Buf = r.country.Buf[:0]
 	r.price.Reset()
+	r.duplicate.Reset()
 }
 
 // AppendRows adds all rows of o.
@@ -128,6 +137,7 @@ func (r *Rows) AppendRows(o *Rows) {
 	r.ip.Buf = append(r.ip.Buf, o.ip.Buf...)
 	r.country.Buf = append(r.country.Buf, o.country.Buf...)
 	r.price = append(r.price, o.price...)
+	r.duplicate = append(r.duplicate, o.duplicate...)
 }
 
 func appendStr(dst, src *proto.ColStr) {

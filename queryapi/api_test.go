@@ -87,7 +87,7 @@ func load(t *testing.T, db testenv.ClickHouseDB, events []clickagg.Event) {
 	var rows ingestor.Rows
 	rows.SetReceived(now)
 	for i := range events {
-		rows.Append(&events[i])
+		rows.Append(&events[i], false)
 	}
 	if err := in.Add(context.Background(), &rows); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,8 @@ CREATE TABLE IF NOT EXISTS events (
     ad_format    Enum8('unknown' = 0, 'banner' = 1, 'interstitial' = 2, 'native' = 3, 'rewarded_video' = 4, 'video' = 5) COMMENT 'Creative format; unknown when not sent',
     device       Enum8('unknown' = 0, 'ios' = 1, 'android' = 2, 'web' = 3, 'ctv' = 4, 'other' = 5) COMMENT 'Device platform; unknown when not sent',
     price_micros UInt64          COMMENT 'What the advertiser pays for this event, in millionths of the currency unit',
-    received_at  DateTime('UTC') COMMENT 'When clickagg accepted the event (arrival time, UTC)'
+    received_at  DateTime('UTC') COMMENT 'When clickagg accepted the event (arrival time, UTC)',
+    duplicate    UInt8           COMMENT '1 when the event_id had already been accepted (a resend): kept for the record, left out of every aggregate'
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (ad_id, ts, event_id)

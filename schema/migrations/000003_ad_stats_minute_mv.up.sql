@@ -11,4 +11,5 @@ SELECT
     toInt64(countIf(type = 'conversion')) AS conversions,
     toInt64(sum(price_micros)) AS spend_micros
 FROM events
+WHERE duplicate = 0
 GROUP BY minute, ad_id, campaign_id, country, ad_format, device

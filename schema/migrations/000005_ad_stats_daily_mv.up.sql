@@ -8,4 +8,5 @@ SELECT
     toInt64(countIf(type = 'conversion')) AS conversions,
     toInt64(sum(price_micros)) AS spend_micros
 FROM events
+WHERE duplicate = 0
 GROUP BY day, ad_id, campaign_id

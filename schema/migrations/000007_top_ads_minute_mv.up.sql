@@ -4,4 +4,5 @@ SELECT
     type,
     topKState(1000)(ad_id) AS top_ads
 FROM events
+WHERE duplicate = 0
 GROUP BY minute, type

@@ -9,4 +9,5 @@ SELECT
     toInt64(countIf(type = 'conversion')) AS conversions,
     toInt64(sum(price_micros)) AS spend_micros
 FROM events
+WHERE duplicate = 0
 GROUP BY minute, country, ad_format, device

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS recent_event_ids_mv
