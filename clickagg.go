@@ -163,3 +163,36 @@ func enumSQL(names []string, from int) string {
 	}
 	return string(append(b, ')'))
 }
+
+// RejectReason says why an event went to the dead letters. The numbers are
+// the Enum8 values of dead_letters.reason.
+type RejectReason int8
+
+// Reasons.
+const (
+	ReasonInvalidJSON    RejectReason = 1 // not a JSON object
+	ReasonInvalidField   RejectReason = 2 // a field missing or wrong
+	ReasonTooLate        RejectReason = 3 // older than the allowed lateness
+	ReasonFuture         RejectReason = 4 // further ahead than the allowed clock skew
+	ReasonUnparsableBody RejectReason = 5 // a whole body that could not be read
+)
+
+var reasonNames = [...]string{"", "invalid_json", "invalid_field", "too_late", "future", "unparsable_body"}
+
+// String returns the reason's name as stored.
+func (r RejectReason) String() string { return name(reasonNames[:], int(r)) }
+
+// RejectReasons lists the reason names.
+func RejectReasons() []string { return append([]string(nil), reasonNames[1:]...) }
+
+// RejectReasonSQL is the ClickHouse type of dead_letters.reason.
+var RejectReasonSQL = enumSQL(reasonNames[:], 1)
+
+// Source is the path an event came in by; the Enum8 of dead_letters.source.
+type Source int8
+
+// Sources.
+const (
+	SourceHTTP  Source = 1
+	SourceKafka Source = 2
+)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -76,6 +77,8 @@ type Stats struct {
 	Errors int64 `json:"errors"` // failed or timed-out Redis calls, unreadable entries
 	Sets   int64 `json:"sets"`   // answers stored
 	Shared int64 `json:"shared"` // callers that joined another caller's inner call
+	Stale  int64 `json:"stale"`  // entries found but older than a late change to their range
+	Marks  int64 `json:"marks"`  // late marks written
 	// HitRatio is Hits / (Hits + Misses), 0 before any lookup.
 	HitRatio float64 `json:"hit_ratio"`
 }
@@ -92,7 +95,7 @@ type Cache struct {
 	o     Options
 	group singleflight.Group
 
-	hits, misses, errs, sets, shared atomic.Int64
+	hits, misses, errs, sets, shared, stale, marks atomic.Int64
 }
 
 var _ clickagg.MetricsService = (*Cache)(nil)
@@ -115,6 +118,8 @@ func (c *Cache) Stats() Stats {
 		Errors: c.errs.Load(),
 		Sets:   c.sets.Load(),
 		Shared: c.shared.Load(),
+		Stale:  c.stale.Load(),
+		Marks:  c.marks.Load(),
 	}
 	if n := s.Hits + s.Misses; n > 0 {
 		s.HitRatio = float64(s.Hits) / float64(n)
@@ -197,14 +202,20 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 	}
 
 	store := true
-	raw, err := c.get(ctx, key)
+	raw, mark, err := c.get(ctx, key, rng)
 	switch {
 	case err == nil:
-		if v, err := decode[R](raw); err == nil {
+		e, err := decodeEntry[R](raw)
+		if err == nil && mark < e.At {
 			c.hits.Add(1)
 			outcome = OutcomeHit
-			*cached(v) = true
-			return v, nil
+			*cached(e.V) = true
+			return e.V, nil
+		}
+		if err == nil {
+			// Late events landed in the range since the entry was computed.
+			c.stale.Add(1)
+			break
 		}
 		// Unreadable (e.g. written by another version): recompute, overwrite.
 		c.errs.Add(1)
@@ -262,18 +273,87 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 }
 
 func decode[R any](raw []byte) (*R, error) {
-	var e entry[R]
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	if e.V == nil {
-		return nil, errors.New("cache: entry without a value")
-	}
-	return e.V, nil
+	e, err := decodeEntry[R](raw)
+	return e.V, err
 }
 
-func (c *Cache) get(ctx context.Context, key string) ([]byte, error) {
-	return bounded(ctx, c.o.Timeout, func(ctx context.Context) ([]byte, error) { return c.rdb.Get(ctx, key).Bytes() })
+func decodeEntry[R any](raw []byte) (entry[R], error) {
+	var e entry[R]
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return e, err
+	}
+	if e.V == nil {
+		return e, errors.New("cache: entry without a value")
+	}
+	return e, nil
+}
+
+// get reads the entry of key together with the late marks of rng's hours
+// (or days, for long ranges) in one MGET, and returns the newest mark.
+func (c *Cache) get(ctx context.Context, key string, rng clickagg.Range) ([]byte, int64, error) {
+	keys := append([]string{key}, c.markKeys(rng, rng.To.Sub(rng.From) <= markHoursUpTo)...)
+	vals, err := bounded(ctx, c.o.Timeout, func(ctx context.Context) ([]any, error) { return c.rdb.MGet(ctx, keys...).Result() })
+	if err != nil {
+		return nil, 0, err
+	}
+	s, ok := vals[0].(string)
+	if !ok {
+		return nil, 0, redis.Nil
+	}
+	var newest int64
+	for _, v := range vals[1:] {
+		if m, ok := v.(string); ok {
+			if ms, err := strconv.ParseInt(m, 10, 64); err == nil && ms > newest {
+				newest = ms
+			}
+		}
+	}
+	return []byte(s), newest, nil
+}
+
+// markHoursUpTo is the longest range checked against hour marks; longer
+// ones check day marks, so a lookup reads at most a few dozen keys.
+const markHoursUpTo = 48 * time.Hour
+
+// markKeys names the late marks covering rng, by hour or by day.
+func (c *Cache) markKeys(rng clickagg.Range, hours bool) []string {
+	step, kind := 24*time.Hour, "late:d:"
+	if hours {
+		step, kind = time.Hour, "late:h:"
+	}
+	var keys []string
+	for t := rng.From.UTC().Truncate(step); t.Before(rng.To); t = t.Add(step) {
+		keys = append(keys, c.o.Prefix+kind+strconv.FormatInt(t.Unix(), 10))
+	}
+	return keys
+}
+
+// MarkChanged records that the numbers of the ranges changed after the fact (late
+// events committed, a reconciliation fix), so that every cached answer
+// computed before now about an overlapping range is recomputed on its next
+// lookup. The marks outlive the longest-lived entry. A failure is counted
+// and returned; the entries then live out their TTL.
+func (c *Cache) MarkChanged(ctx context.Context, rngs ...clickagg.Range) error {
+	now := strconv.FormatInt(c.o.Now().UnixMilli(), 10)
+	ttl := max(c.o.PastTTL, c.o.CurrentTTL) + time.Minute
+	var keys []string
+	for _, rng := range rngs {
+		keys = append(append(keys, c.markKeys(rng, true)...), c.markKeys(rng, false)...)
+	}
+	_, err := bounded(ctx, c.o.Timeout, func(ctx context.Context) ([]redis.Cmder, error) {
+		return c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Set(ctx, k, now, ttl)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		c.errs.Add(1)
+		return fmt.Errorf("cache: mark changed range: %w", err)
+	}
+	c.marks.Add(int64(len(keys)))
+	return nil
 }
 
 func (c *Cache) set(ctx context.Context, key string, raw []byte, ttl time.Duration) {

@@ -578,3 +578,47 @@ func TestUnreadableEntry(t *testing.T) {
 		t.Errorf("stats %+v, inner calls %d", st, inner.calls.Load())
 	}
 }
+
+// A change marked on a range drops the cached answers about overlapping
+// ranges, short or long, and leaves the others alone.
+func TestMarkChanged(t *testing.T) {
+	_, rdb := startRedis(t)
+	clock := now
+	c := cache.New(rdb, &fake{}, cache.Options{Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	short := metricsQuery(clickagg.Range{From: day.Add(10 * time.Hour), To: day.Add(11 * time.Hour)})
+	long := metricsQuery(clickagg.Range{From: day.Add(-5 * 24 * time.Hour), To: day.Add(24 * time.Hour)})
+	other := metricsQuery(clickagg.Range{From: day.Add(14 * time.Hour), To: day.Add(15 * time.Hour)})
+	ask := func(q clickagg.MetricsQuery) bool {
+		t.Helper()
+		res, err := c.Metrics(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Cached
+	}
+	for _, q := range []clickagg.MetricsQuery{short, long, other} {
+		ask(q)
+		if !ask(q) {
+			t.Fatal("not cached")
+		}
+	}
+	clock = clock.Add(time.Second) // the late event commits after the answers were computed
+	if err := c.MarkChanged(ctx, clickagg.Range{From: day.Add(10*time.Hour + 5*time.Minute), To: day.Add(10*time.Hour + 6*time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Second) // an answer computed in the mark's millisecond would count as stale
+	if ask(short) || ask(long) {
+		t.Error("an answer about a changed range was served from the cache")
+	}
+	if !ask(other) {
+		t.Error("an answer about an unchanged range was dropped")
+	}
+	if !ask(short) || !ask(long) {
+		t.Error("recomputed answers were not cached again")
+	}
+	if st := c.Stats(); st.Stale != 2 || st.Marks == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/eventjson"
 	"github.com/clickagg/clickagg/ingestor"
 )
@@ -36,6 +37,26 @@ type Options struct {
 	RetryAfter      time.Duration // advertised on 503; default 1 s
 	MaxErrors       int           // per-event errors in an answer; default 100
 	Now             func() time.Time
+	// AllowedLateness is how old an event's ts may be; older events are
+	// refused (too_late). Default 7 days, the reconciled dedup horizon.
+	AllowedLateness time.Duration
+	// MaxFutureSkew is how far ahead of the clock ts may be (future).
+	// Default 5 minutes.
+	MaxFutureSkew time.Duration
+	// Dedup recognises resends; nil counts every event as new.
+	Dedup *dedup.Set
+	// DeadLetters stores refused events and bodies; nil drops them (tests).
+	DeadLetters ingestor.Transport
+	// Hooks observe commits; optional.
+	Hooks Hooks
+}
+
+// Hooks observe the collector.
+type Hooks interface {
+	// OnPastCommitted is called after events were committed into minutes
+	// that had already begun before the commit (late events), with the UTC
+	// hours holding them, so caches can drop answers about those hours.
+	OnPastCommitted(hours []time.Time)
 }
 
 func (o *Options) setDefaults() {
@@ -60,6 +81,12 @@ func (o *Options) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.AllowedLateness == 0 {
+		o.AllowedLateness = 7 * 24 * time.Hour
+	}
+	if o.MaxFutureSkew == 0 {
+		o.MaxFutureSkew = 5 * time.Minute
+	}
 }
 
 // EventError is one rejected event of a request.
@@ -71,9 +98,10 @@ type EventError struct {
 
 // Answer is the body of a 200 answer.
 type Answer struct {
-	Accepted int          `json:"accepted"`
-	Rejected int          `json:"rejected"`
-	Errors   []EventError `json:"errors"`
+	Accepted   int          `json:"accepted"`   // new events, committed
+	Duplicates int          `json:"duplicates"` // resends of accepted events: stored for the record, not counted again
+	Rejected   int          `json:"rejected"`   // refused, in dead_letters
+	Errors     []EventError `json:"errors"`
 }
 
 // ErrorBody is the body of every non-200 answer.
@@ -88,13 +116,15 @@ var Fields = []string{"json", "event_id", "type", "ts", "ad_id", "campaign_id", 
 
 // Stats are running totals since start.
 type Stats struct {
-	Requests  int64            `json:"requests"`
-	Accepted  int64            `json:"accepted"`
-	Rejected  int64            `json:"rejected"`
-	ByField   map[string]int64 `json:"rejected_by_field"`
-	BadBodies int64            `json:"bad_bodies"` // 400, 413
-	Shed      int64            `json:"shed"`       // 503
-	Failed    int64            `json:"failed"`     // 500
+	Requests   int64            `json:"requests"`
+	Accepted   int64            `json:"accepted"`
+	Duplicates int64            `json:"duplicates"`
+	Rejected   int64            `json:"rejected"`
+	ByField    map[string]int64 `json:"rejected_by_field"`
+	ByReason   map[string]int64 `json:"rejected_by_reason"`
+	BadBodies  int64            `json:"bad_bodies"` // 400, 413
+	Shed       int64            `json:"shed"`       // 503
+	Failed     int64            `json:"failed"`     // 500
 }
 
 // Collector handles POST /v1/events.
@@ -103,17 +133,23 @@ type Collector struct {
 	add   Adder
 	state sync.Pool // *request
 
-	requests, accepted, rejected, badBodies, shed, failed atomic.Int64
-	byField                                               []atomic.Int64 // indexed like Fields
+	requests, accepted, duplicates, rejected, badBodies, shed, failed atomic.Int64
+
+	byField  []atomic.Int64  // indexed like Fields
+	byReason [8]atomic.Int64 // indexed by clickagg.RejectReason
 }
 
 // request is the reusable per-request state.
 type request struct {
-	dec  eventjson.Decoder
-	rows ingestor.Rows
-	body bytes.Buffer
-	gz   *gzip.Reader
-	ans  Answer
+	dec      eventjson.Decoder
+	rows     ingestor.Rows
+	dead     ingestor.DeadLetters
+	fps      []uint64
+	verdicts []dedup.Verdict
+	hours    []time.Time
+	body     bytes.Buffer
+	gz       *gzip.Reader
+	ans      Answer
 }
 
 // New returns a Collector committing through add.
@@ -147,60 +183,135 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 		return c.badBody(ctx, fiber.StatusUnsupportedMediaType, "unsupported Content-Encoding "+strconv.Quote(enc)+" (use gzip or none)")
 	}
 
+	now := c.o.Now().UTC()
 	r.rows.Reset()
-	r.rows.SetReceived(c.o.Now())
+	r.rows.SetReceived(now)
+	r.dead.Reset()
+	r.fps = r.fps[:0]
 	r.ans = Answer{Errors: r.ans.Errors[:0]}
 	var rejected [16]int64 // by field, added to the totals only when the request is answered
+	var reasons [8]int64
+	oldest, newest := now.Add(-c.o.AllowedLateness), now.Add(c.o.MaxFutureSkew)
 	tooMany := errors.New("too many events")
-	err := r.dec.Each(body, func(i int, _ []byte, ev *clickagg.Event, err error) error {
+	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return tooMany
 		}
-		if err == nil {
-			r.rows.Append(ev, false)
-			return nil
-		}
+		reason := clickagg.ReasonInvalidField
 		var fe *clickagg.FieldError
-		if !errors.As(err, &fe) {
+		switch {
+		case err == nil && ev.Time.Before(oldest):
+			reason, fe = clickagg.ReasonTooLate, &clickagg.FieldError{Field: "ts", Message: "older than the allowed lateness of " + c.o.AllowedLateness.String()}
+		case err == nil && ev.Time.After(newest):
+			reason, fe = clickagg.ReasonFuture, &clickagg.FieldError{Field: "ts", Message: "more than " + c.o.MaxFutureSkew.String() + " ahead of the server clock"}
+		case err == nil:
+			r.rows.Append(ev, false)
+			if c.o.Dedup != nil {
+				r.fps = append(r.fps, dedup.Fingerprint(ev.EventID))
+			}
+			return nil
+		case !errors.As(err, &fe):
 			return err
+		case fe.Field == "":
+			reason = clickagg.ReasonInvalidJSON
 		}
 		r.ans.Rejected++
 		rejected[fieldIndex(fe.Field)]++
+		reasons[reason]++
+		field := fe.Field
+		if field == "" {
+			field = "json"
+		}
 		if len(r.ans.Errors) < c.o.MaxErrors {
-			field := fe.Field
-			if field == "" {
-				field = "json"
-			}
 			r.ans.Errors = append(r.ans.Errors, EventError{Index: i, Field: field, Message: fe.Message})
 		}
+		r.dead.Append(now, clickagg.SourceHTTP, reason, fe.Field, fe.Message, ev.EventID, raw)
 		return nil
 	})
 	switch {
 	case errors.Is(err, tooMany):
 		return c.badBody(ctx, fiber.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d events in one request", c.o.MaxEvents))
-	case errors.Is(err, eventjson.ErrBody):
-		return c.badBody(ctx, fiber.StatusBadRequest, err.Error())
 	case err != nil:
+		r.dead.Reset()
+		r.dead.Append(now, clickagg.SourceHTTP, clickagg.ReasonUnparsableBody, "", err.Error(), "", body)
+		c.storeDead(&r.dead)
 		return c.badBody(ctx, fiber.StatusBadRequest, err.Error())
 	}
 
-	if n := r.rows.Len(); n > 0 {
-		qctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
-		err := c.add.Add(qctx, &r.rows)
-		cancel()
-		if err != nil {
-			return c.addFailed(ctx, err)
-		}
-		r.ans.Accepted = n
+	if err := c.commit(r, now); err != nil {
+		return c.addFailed(ctx, err)
 	}
 	c.accepted.Add(int64(r.ans.Accepted))
+	c.duplicates.Add(int64(r.ans.Duplicates))
 	c.rejected.Add(int64(r.ans.Rejected))
 	for i, n := range rejected[:len(Fields)] {
 		if n > 0 {
 			c.byField[i].Add(n)
 		}
 	}
+	for i, n := range reasons {
+		if n > 0 {
+			c.byReason[i].Add(n)
+		}
+	}
 	return ctx.JSON(&r.ans)
+}
+
+// errResend means the request's events are committed, but some of its
+// event ids were held by another request whose commit failed: this copy was
+// stored as a duplicate, so the sender must resend for it to count.
+var errResend = errors.New("a concurrent request holding some of these event ids failed; resend")
+
+// commit marks resends, commits the rows and the dead letters, and settles
+// the request's claim on its event ids.
+func (c *Collector) commit(r *request, now time.Time) error {
+	var claim *dedup.Claim
+	if c.o.Dedup != nil && len(r.fps) > 0 {
+		claim, r.verdicts = c.o.Dedup.Check(r.fps, r.verdicts)
+		for i, v := range r.verdicts {
+			if v != dedup.Fresh {
+				r.rows.SetDuplicate(i)
+				r.ans.Duplicates++
+			}
+		}
+	}
+	r.ans.Accepted = r.rows.Len() - r.ans.Duplicates
+
+	deadDone := make(chan error, 1)
+	go func() { deadDone <- c.storeDead(&r.dead) }()
+	var err error
+	if r.rows.Len() > 0 {
+		qctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
+		err = c.add.Add(qctx, &r.rows)
+		cancel()
+	}
+	if claim != nil {
+		c.o.Dedup.Settle(claim, err == nil)
+	}
+	err = errors.Join(err, <-deadDone)
+	if err != nil {
+		return err
+	}
+	if claim != nil && !claim.Wait() {
+		return errResend
+	}
+	if c.o.Hooks != nil {
+		if hours := r.rows.PastHours(now, r.hours[:0]); len(hours) > 0 {
+			r.hours = hours
+			c.o.Hooks.OnPastCommitted(hours)
+		}
+	}
+	return nil
+}
+
+// storeDead writes dead letters, bounded by the queue timeout.
+func (c *Collector) storeDead(d *ingestor.DeadLetters) error {
+	if c.o.DeadLetters == nil || d.Len() == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout+5*time.Second)
+	defer cancel()
+	return ingestor.InsertDeadLetters(ctx, c.o.DeadLetters, d)
 }
 
 func fieldIndex(field string) int {
@@ -244,7 +355,7 @@ func (c *Collector) badBody(ctx *fiber.Ctx, status int, msg string) error {
 // retry may succeed (buffer full, ClickHouse unreachable or overloaded),
 // 500 otherwise. Either way nothing of the request is acknowledged.
 func (c *Collector) addFailed(ctx *fiber.Ctx, err error) error {
-	if ingestor.Temporary(err) {
+	if ingestor.Temporary(err) || errors.Is(err, errResend) {
 		c.shed.Add(1)
 		ctx.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(c.o.RetryAfter.Round(time.Second)/time.Second, 1))))
 		return ctx.Status(fiber.StatusServiceUnavailable).JSON(ErrorBody{Error: "events not committed, retry later: " + err.Error()})
@@ -258,10 +369,15 @@ func (c *Collector) Stats() Stats {
 	s := Stats{
 		Requests: c.requests.Load(), Accepted: c.accepted.Load(), Rejected: c.rejected.Load(),
 		BadBodies: c.badBodies.Load(), Shed: c.shed.Load(), Failed: c.failed.Load(),
-		ByField: make(map[string]int64, len(Fields)),
+		Duplicates: c.duplicates.Load(),
+		ByField:    make(map[string]int64, len(Fields)),
+		ByReason:   make(map[string]int64),
 	}
 	for i, f := range Fields {
 		s.ByField[f] = c.byField[i].Load()
+	}
+	for i, name := range clickagg.RejectReasons() {
+		s.ByReason[name] = c.byReason[i+1].Load()
 	}
 	return s
 }

@@ -32,8 +32,14 @@ type server struct {
 }
 
 // start serves a collector on a free port over a freshly migrated database.
+// clock is the collector's time in these tests: after every fixture event.
+var clock = func() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }
+
 func start(t *testing.T, o collector.Options) *server {
 	t.Helper()
+	if o.Now == nil {
+		o.Now = clock
+	}
 	db := testenv.Migrated(t)
 	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
 	if err != nil {
@@ -173,7 +179,7 @@ func TestUnavailable(t *testing.T) {
 	tr, _ := ingestor.NewHTTP(ingestor.HTTPOptions{URL: dead})
 	in := ingestor.New(tr, ingestor.Options{MaxRetries: 1, Backoff: time.Millisecond, Linger: time.Millisecond})
 	defer in.Close(context.Background())
-	col := collector.New(in, collector.Options{})
+	col := collector.New(in, collector.Options{Now: clock})
 	app := queryapi.New(queryapi.Options{Ingest: col.Handle})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go app.Listener(ln)

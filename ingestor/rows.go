@@ -2,6 +2,7 @@ package ingestor
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/ch-go/proto"
@@ -95,6 +96,25 @@ func (r *Rows) Append(ev *clickagg.Event, duplicate bool) {
 	r.device.Append(int8(ev.Device))
 	r.price.Append(ev.PriceMicros)
 	r.received.AppendRaw(r.receivedAt)
+}
+
+// SetDuplicate marks row i as a duplicate after it was appended.
+func (r *Rows) SetDuplicate(i int) { r.duplicate[i] = 1 }
+
+// PastHours appends to dst the UTC hours holding non-duplicate rows whose
+// minute had begun before now's minute: the late events of the rows.
+func (r *Rows) PastHours(now time.Time, dst []time.Time) []time.Time {
+	cur := proto.DateTime(now.Truncate(time.Minute).Unix())
+	for i, ts := range r.ts.Data {
+		if ts >= cur || r.duplicate[i] == 1 {
+			continue
+		}
+		h := time.Unix(int64(ts), 0).UTC().Truncate(time.Hour)
+		if !slices.ContainsFunc(dst, h.Equal) {
+			dst = append(dst, h)
+		}
+	}
+	return dst
 }
 
 // Len is the number of rows.

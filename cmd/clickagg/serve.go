@@ -16,6 +16,7 @@ import (
 	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/chstore"
 	"github.com/clickagg/clickagg/collector"
+	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/queryapi"
@@ -32,6 +33,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ingest            ingestor.Options
 		co                collector.Options
 		cacheOpts         cache.Options
+		dedupOpts         dedup.Options
+		janitor           janitorOptions
 		g                 genFlags
 	)
 	f.listen(&listen)
@@ -47,6 +50,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.int(&co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
 	f.dur(&cacheOpts.PastTTL, "cache-past-ttl", "CLICKAGG_CACHE_PAST_TTL", time.Hour, "cache lifetime of answers about ranges that ended before the current minute")
 	f.dur(&cacheOpts.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", 5*time.Second, "cache lifetime of answers that include the current minute")
+	f.dur(&co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
+	f.dur(&co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
+	f.dur(&dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
+	f.int(&dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 100_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
+	f.dur(&janitor.deadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", 30*24*time.Hour, "how long dead letters are kept (whole days are dropped)")
 	g.register(f, "generate-", 0)
 	if err := f.parse(args, 0); err != nil {
 		return err
@@ -65,7 +73,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	in := ingestor.New(tr, ingest)
-	col := collector.New(in, co)
 	rdb := redis.NewClient(&redis.Options{
 		Addr:     redisAddr,
 		Password: envPassword("CLICKAGG_REDIS_PASSWORD"),
@@ -83,13 +90,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer conn.Close()
 	store := chstore.New(conn, chstore.Options{})
 	cached := cache.New(rdb, store, cacheOpts)
+
+	// The dedup set is filled from ClickHouse before the collector takes
+	// events, so a restart opens no hole in the immediate horizon.
+	seen := dedup.New(dedupOpts)
+	n, err := store.LoadRecentIDs(ctx, time.Now().Add(-dedupOpts.Horizon), seen.Add)
+	if err != nil {
+		return err
+	}
+	log.Info("dedup set loaded", "ids", n, "horizon", dedupOpts.Horizon)
+	co.Dedup, co.DeadLetters, co.Hooks = seen, tr, pastMarker{cached, log}
+	col := collector.New(in, co)
+	janitor.dedupHorizon = dedupOpts.Horizon
+	jctx, stopJanitor := context.WithCancel(ctx)
+	defer stopJanitor()
+	go runJanitor(jctx, store, janitor, log)
 	app := queryapi.New(queryapi.Options{
 		Metrics:    cached,
 		Direct:     store,
 		CacheStats: func() any { return cached.Stats() },
 		Ingest:     col.Handle,
 		IngestStatus: func() any {
-			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats()}
+			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats()}
 		},
 		BodyLimit: max(co.MaxBodyBytes*2, 1<<20),
 		Checks: []queryapi.Check{

@@ -1,0 +1,85 @@
+package chstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// LoadRecentIDs calls add with the fingerprints (cityHash64 of event_id) of
+// the events accepted since `since`, in batches, oldest first: what a
+// restarted collector needs to keep recognising resends.
+func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at time.Time, fps ...uint64)) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	rows, err := s.conn.Query(ctx, "SELECT received_at, fingerprint FROM recent_event_ids WHERE received_at >= toDateTime(?) ORDER BY received_at", since.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("load recent ids: %w", err)
+	}
+	defer rows.Close()
+	var (
+		n     int
+		at    time.Time
+		fp    uint64
+		batch []uint64
+		batAt time.Time
+	)
+	for rows.Next() {
+		if err := rows.Scan(&at, &fp); err != nil {
+			return n, fmt.Errorf("load recent ids: %w", err)
+		}
+		if len(batch) == 4096 || (len(batch) > 0 && !at.Equal(batAt)) {
+			add(batAt, batch...)
+			batch = batch[:0]
+		}
+		batAt = at
+		batch = append(batch, fp)
+		n++
+	}
+	if len(batch) > 0 {
+		add(batAt, batch...)
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("load recent ids: %w", err)
+	}
+	return n, nil
+}
+
+// DropPartitionsBefore drops the partitions of table whose newest row is
+// older than cutoff: retention without TTL, which 18.16 lacks. It returns
+// the partitions dropped.
+func (s *Store) DropPartitionsBefore(ctx context.Context, table string, cutoff time.Time) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var parts []string
+	err := s.query(ctx, "SELECT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active "+
+		"GROUP BY partition HAVING max(max_time) < toDateTime(?)", []any{table, cutoff.Unix()}, func(rows driver.Rows) error {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return err
+		}
+		parts = append(parts, p)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of %s: %w", table, err)
+	}
+	for _, p := range parts {
+		if err := s.conn.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+partitionLiteral(p)); err != nil {
+			return nil, fmt.Errorf("drop partition %s of %s: %w", p, table, err)
+		}
+	}
+	return parts, nil
+}
+
+// partitionLiteral writes a partition value as system.parts shows it back
+// as SQL: numbers bare (toYYYYMMDD), anything else quoted (toStartOfHour).
+func partitionLiteral(p string) string {
+	if p != "" && strings.Trim(p, "0123456789") == "" {
+		return p
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p) + "'"
+}

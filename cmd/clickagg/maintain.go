@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	agg "github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/cache"
+	"github.com/clickagg/clickagg/chstore"
+)
+
+// pastMarker tells the cache which hours late events changed, so answers
+// about them computed earlier are not served for their long TTL.
+type pastMarker struct {
+	cache *cache.Cache
+	log   *slog.Logger
+}
+
+func (m pastMarker) OnPastCommitted(hours []time.Time) {
+	rngs := make([]agg.Range, len(hours))
+	for i, h := range hours {
+		rngs[i] = agg.Range{From: h, To: h.Add(time.Hour)}
+	}
+	if err := m.cache.MarkChanged(context.Background(), rngs...); err != nil {
+		m.log.Warn("late events: cached answers of their hours may stay stale until their TTL", "hours", len(hours), "err", err)
+	}
+}
+
+type janitorOptions struct {
+	dedupHorizon        time.Duration
+	deadLetterRetention time.Duration
+}
+
+// runJanitor drops expired partitions every 10 minutes: retention without
+// TTL, which ClickHouse 18.16 lacks.
+func runJanitor(ctx context.Context, store *chstore.Store, o janitorOptions, log *slog.Logger) {
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		for _, t := range []struct {
+			table string
+			keep  time.Duration
+		}{{"recent_event_ids", o.dedupHorizon + time.Hour}, {"dead_letters", o.deadLetterRetention}} {
+			dropped, err := store.DropPartitionsBefore(ctx, t.table, now.Add(-t.keep))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("retention", "table", t.table, "err", err)
+			} else if len(dropped) > 0 {
+				log.Info("retention dropped partitions", "table", t.table, "partitions", dropped)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

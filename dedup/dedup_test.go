@@ -1,0 +1,150 @@
+package dedup
+
+import (
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestCheckSettle(t *testing.T) {
+	c := &clock{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	s := New(Options{Now: c.now})
+	a, v := s.Check([]uint64{1, 2, 1}, nil)
+	if !slices.Equal(v, []Verdict{Fresh, Fresh, Duplicate}) {
+		t.Fatalf("first request: %v", v)
+	}
+	b, v := s.Check([]uint64{2, 3}, nil)
+	if !slices.Equal(v, []Verdict{InFlight, Fresh}) {
+		t.Fatalf("while the first is in flight: %v", v)
+	}
+	s.Settle(a, true)
+	if !b.Wait() {
+		t.Fatal("b waits on a, which committed")
+	}
+	s.Settle(b, true)
+	if _, v := s.Check([]uint64{1, 2, 3, 4}, nil); !slices.Equal(v, []Verdict{Duplicate, Duplicate, Duplicate, Fresh}) {
+		t.Fatalf("after commits: %v", v)
+	}
+	if st := s.Stats(); st.Entries != 3 || st.Pending != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A failed commit releases its ids: the retry is new, and a request that
+// found them in flight learns it must be retried.
+func TestFailedCommitReleases(t *testing.T) {
+	s := New(Options{})
+	a, _ := s.Check([]uint64{7}, nil)
+	b, v := s.Check([]uint64{7}, nil)
+	if v[0] != InFlight {
+		t.Fatalf("verdict %v", v)
+	}
+	s.Settle(a, false)
+	if b.Wait() {
+		t.Fatal("Wait reported success for a failed holder")
+	}
+	s.Settle(b, true)
+	if _, v := s.Check([]uint64{7}, nil); v[0] != Fresh {
+		t.Fatalf("retry after a failed commit: %v", v)
+	}
+}
+
+func TestHorizon(t *testing.T) {
+	c := &clock{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	s := New(Options{Horizon: time.Hour, Buckets: 6, Now: c.now})
+	s.Add(c.t, 1)
+	c.t = c.t.Add(50 * time.Minute)
+	s.Add(c.t, 2)
+	if _, v := s.Check([]uint64{1}, nil); v[0] != Duplicate {
+		t.Fatal("forgot within the horizon")
+	}
+	c.t = c.t.Add(21 * time.Minute) // id 1 is 71 minutes old: past the horizon and its 10-minute bucket
+	if _, v := s.Check([]uint64{1, 2}, []Verdict{}); v[0] != Fresh || v[1] != Duplicate {
+		t.Fatalf("after the horizon: %v", v)
+	}
+	// Reloaded ids older than the horizon are not kept.
+	s.Add(c.t.Add(-2*time.Hour), 9)
+	if _, v := s.Check([]uint64{9}, nil); v[0] != Fresh {
+		t.Fatal("kept an id older than the horizon")
+	}
+	// Out-of-order Adds land in their own buckets.
+	s.Add(c.t.Add(-30*time.Minute), 10)
+	if _, v := s.Check([]uint64{10}, nil); v[0] != Duplicate {
+		t.Fatal("lost an out-of-order add")
+	}
+}
+
+func TestMaxEntriesEvictsOldest(t *testing.T) {
+	c := &clock{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	s := New(Options{Horizon: time.Hour, Buckets: 6, MaxEntries: 100, Now: c.now})
+	for i := range 6 {
+		ids := make([]uint64, 30)
+		for j := range ids {
+			ids[j] = uint64(i*100 + j)
+		}
+		s.Add(c.t, ids...)
+		c.t = c.t.Add(10 * time.Minute)
+	}
+	st := s.Stats()
+	if st.Entries > 100 || st.Evicted == 0 || st.HorizonSeconds >= 3600 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, v := s.Check([]uint64{0, 529}, nil); v[0] != Fresh || v[1] != Duplicate {
+		t.Fatalf("oldest should go first: %v", v)
+	}
+}
+
+func TestFingerprintIsCityHash64(t *testing.T) {
+	// SELECT cityHash64('abc'), cityHash64('') on ClickHouse
+	if Fingerprint("abc") != 4220206313085259313 || Fingerprint("") != 11160318154034397263 {
+		t.Fatal("Fingerprint differs from ClickHouse's cityHash64")
+	}
+}
+
+func TestFrozenTable(t *testing.T) {
+	ids := map[uint64]struct{}{0: {}, 1: {}, ^uint64(0): {}}
+	for i := range uint64(1000) {
+		ids[i*0x9e3779b97f4a7c15] = struct{}{}
+	}
+	tb := freeze(ids)
+	for fp := range ids {
+		if !tb.has(fp) {
+			t.Fatalf("frozen table lost %d", fp)
+		}
+	}
+	for i := range uint64(1000) {
+		if fp := i*0x9e3779b97f4a7c15 + 7; tb.has(fp) {
+			t.Fatalf("frozen table has %d", fp)
+		}
+	}
+}
+
+// BenchmarkMemoryPerMillion reports what a million remembered ids cost once
+// their bucket is frozen.
+func BenchmarkMemoryPerMillion(b *testing.B) {
+	const n = 1_000_000
+	var before, after runtime.MemStats
+	for range b.N {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s := New(Options{MaxEntries: 2 * n})
+		ids := make([]uint64, 1000)
+		now := time.Now()
+		for i := 0; i < n; i += len(ids) {
+			for j := range ids {
+				ids[j] = Fingerprint(string(rune(i+j)))*31 + uint64(i+j)
+			}
+			s.Add(now, ids...)
+		}
+		s.Add(now.Add(s.width), 1) // opens a new bucket: the full one freezes
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/million")
+		runtime.KeepAlive(s)
+	}
+}
