@@ -175,7 +175,7 @@ func (c *Cache) TopAds(ctx context.Context, q clickagg.TopQuery) (*clickagg.TopR
 		func(ctx context.Context) (*clickagg.TopResult, error) { return c.next.TopAds(ctx, q) })
 }
 
-// entry is what a key holds. At (Unix ms) is when the inner call started,
+// entry is what a key holds. At (Unix µs) is when the inner call started,
 // so that an event that arrived during the call counts as later: entries
 // older than a late event of their range can be dropped.
 type entry[R any] struct {
@@ -244,7 +244,7 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 		if v == nil {
 			return nil, fmt.Errorf("cache: %s: inner service returned neither a result nor an error", kind)
 		}
-		raw, err := json.Marshal(entry[R]{At: at.UnixMilli(), V: v})
+		raw, err := json.Marshal(entry[R]{At: at.UnixMicro(), V: v})
 		if err != nil {
 			return nil, fmt.Errorf("cache: encode %s result: %w", kind, err)
 		}
@@ -334,7 +334,7 @@ func (c *Cache) markKeys(rng clickagg.Range, hours bool) []string {
 // lookup. The marks outlive the longest-lived entry. A failure is counted
 // and returned; the entries then live out their TTL.
 func (c *Cache) MarkChanged(ctx context.Context, rngs ...clickagg.Range) error {
-	now := strconv.FormatInt(c.o.Now().UnixMilli(), 10)
+	now := strconv.FormatInt(c.o.Now().UnixMicro(), 10)
 	ttl := max(c.o.PastTTL, c.o.CurrentTTL) + time.Minute
 	var keys []string
 	for _, rng := range rngs {

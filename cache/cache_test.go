@@ -273,8 +273,8 @@ func TestEntry(t *testing.T) {
 	if err := json.Unmarshal(raw, &e); err != nil {
 		t.Fatalf("entry %s: %v", raw, err)
 	}
-	if e.At != now.UnixMilli() {
-		t.Errorf("at = %d, want %d", e.At, now.UnixMilli())
+	if e.At != now.UnixMicro() {
+		t.Errorf("at = %d, want %d", e.At, now.UnixMicro())
 	}
 	if !reflect.DeepEqual(e.V, metricsAnswer(q)) {
 		t.Errorf("v = %+v, want %+v", e.V, metricsAnswer(q))

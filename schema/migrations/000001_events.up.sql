@@ -13,6 +13,6 @@ CREATE TABLE IF NOT EXISTS events (
     price_micros UInt64          COMMENT 'What the advertiser pays for this event, in millionths of the currency unit',
     received_at  DateTime('UTC') COMMENT 'When clickagg accepted the event (arrival time, UTC)',
     duplicate    UInt8           COMMENT '1 when the event_id had already been accepted (a resend): kept for the record, left out of every aggregate'
-) ENGINE = ReplacingMergeTree
+) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (ad_id, ts, event_id)
