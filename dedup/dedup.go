@@ -25,7 +25,7 @@ func Fingerprint(eventID string) uint64 {
 type Options struct {
 	Horizon    time.Duration // an accepted id is remembered at least this long (up to one bucket more); default 2 h
 	Buckets    int           // the horizon's time buckets; default 24 (5 min each at 2 h): only the newest is a map
-	MaxEntries int           // ids remembered at most; default 100 million (about 1 GiB: 10 bytes an id once frozen)
+	MaxEntries int           // ids remembered at most; default 200 million (about 2 GiB: 10 bytes an id once frozen, 36 in the open bucket)
 	Now        func() time.Time
 }
 
@@ -93,7 +93,7 @@ func New(o Options) *Set {
 		o.Buckets = 24
 	}
 	if o.MaxEntries == 0 {
-		o.MaxEntries = 100_000_000
+		o.MaxEntries = 200_000_000
 	}
 	if o.Now == nil {
 		o.Now = time.Now

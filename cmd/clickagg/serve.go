@@ -53,7 +53,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.dur(&co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
 	f.dur(&co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
 	f.dur(&dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
-	f.int(&dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 100_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
+	f.int(&dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 200_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
 	f.dur(&janitor.deadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", 30*24*time.Hour, "how long dead letters are kept (whole days are dropped)")
 	g.register(f, "generate-", 0)
 	if err := f.parse(args, 0); err != nil {
