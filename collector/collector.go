@@ -125,6 +125,9 @@ type Stats struct {
 	BadBodies  int64            `json:"bad_bodies"` // 400, 413
 	Shed       int64            `json:"shed"`       // 503
 	Failed     int64            `json:"failed"`     // 500
+	// DeadLost counts unreadable bodies that could not be stored in
+	// dead_letters (refused events never are: their request gets 503).
+	DeadLost int64 `json:"dead_letters_lost"`
 }
 
 // Collector handles POST /v1/events.
@@ -133,7 +136,7 @@ type Collector struct {
 	add   Adder
 	state sync.Pool // *request
 
-	requests, accepted, duplicates, rejected, badBodies, shed, failed atomic.Int64
+	requests, accepted, duplicates, rejected, badBodies, shed, failed, deadLost atomic.Int64
 
 	byField  []atomic.Int64  // indexed like Fields
 	byReason [8]atomic.Int64 // indexed by clickagg.RejectReason
@@ -192,10 +195,9 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	var rejected [16]int64 // by field, added to the totals only when the request is answered
 	var reasons [8]int64
 	oldest, newest := now.Add(-c.o.AllowedLateness), now.Add(c.o.MaxFutureSkew)
-	tooMany := errors.New("too many events")
 	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
-			return tooMany
+			return errTooMany
 		}
 		reason := clickagg.ReasonInvalidField
 		var fe *clickagg.FieldError
@@ -229,12 +231,16 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 		return nil
 	})
 	switch {
-	case errors.Is(err, tooMany):
+	case errors.Is(err, errTooMany):
 		return c.badBody(ctx, fiber.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d events in one request", c.o.MaxEvents))
 	case err != nil:
 		r.dead.Reset()
 		r.dead.Append(now, clickagg.SourceHTTP, clickagg.ReasonUnparsableBody, "", err.Error(), "", body)
-		c.storeDead(&r.dead)
+		// The sender is told what is wrong either way; a body that could not
+		// be kept is counted rather than failing the answer.
+		if c.storeDead(&r.dead) != nil {
+			c.deadLost.Add(1)
+		}
 		return c.badBody(ctx, fiber.StatusBadRequest, err.Error())
 	}
 
@@ -257,6 +263,8 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	return ctx.JSON(&r.ans)
 }
 
+var errTooMany = errors.New("too many events")
+
 // errResend means the request's events are committed, but some of its
 // event ids were held by another request whose commit failed: this copy was
 // stored as a duplicate, so the sender must resend for it to count.
@@ -278,7 +286,11 @@ func (c *Collector) commit(r *request, now time.Time) error {
 	r.ans.Accepted = r.rows.Len() - r.ans.Duplicates
 
 	deadDone := make(chan error, 1)
-	go func() { deadDone <- c.storeDead(&r.dead) }()
+	if r.dead.Len() > 0 {
+		go func() { deadDone <- c.storeDead(&r.dead) }()
+	} else {
+		deadDone <- nil
+	}
 	var err error
 	if r.rows.Len() > 0 {
 		qctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
@@ -368,7 +380,7 @@ func (c *Collector) addFailed(ctx *fiber.Ctx, err error) error {
 func (c *Collector) Stats() Stats {
 	s := Stats{
 		Requests: c.requests.Load(), Accepted: c.accepted.Load(), Rejected: c.rejected.Load(),
-		BadBodies: c.badBodies.Load(), Shed: c.shed.Load(), Failed: c.failed.Load(),
+		BadBodies: c.badBodies.Load(), Shed: c.shed.Load(), Failed: c.failed.Load(), DeadLost: c.deadLost.Load(),
 		Duplicates: c.duplicates.Load(),
 		ByField:    make(map[string]int64, len(Fields)),
 		ByReason:   make(map[string]int64),

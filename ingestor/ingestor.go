@@ -96,6 +96,9 @@ type Stats struct {
 	FailedRows    int64 `json:"failed_rows"`
 	Blocks        int64 `json:"blocks"` // blocks committed
 	Retries       int64 `json:"retries"`
+	// Recovered counts blocks whose INSERT answer was lost but which a
+	// probe found in the table: not inserted again.
+	Recovered int64 `json:"recovered"`
 }
 
 // result is what the waiters of one block learn; not recycled with the block.
@@ -130,7 +133,7 @@ type Ingestor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	buffered, committed, failed, blocks, retries atomic.Int64
+	buffered, committed, failed, blocks, retries, recovered atomic.Int64
 }
 
 // New starts an Ingestor sending through t.
@@ -277,6 +280,7 @@ func (in *Ingestor) Stats() Stats {
 		FailedRows:    in.failed.Load(),
 		Blocks:        in.blocks.Load(),
 		Retries:       in.retries.Load(),
+		Recovered:     in.recovered.Load(),
 	}
 }
 
@@ -333,6 +337,11 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	for {
 		attempt++
 		ctx, cancel := context.WithTimeout(in.ctx, in.o.InsertTimeout)
+		if attempt > 1 && in.landed(ctx, rows, err) {
+			cancel()
+			err = nil
+			break
+		}
 		err = in.t.Insert(ctx, in.query, buf.Buf)
 		cancel()
 		if err == nil || attempt > in.o.MaxRetries || !Temporary(err) || in.ctx.Err() != nil {
@@ -351,6 +360,24 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 		return fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
 	}
 	return nil
+}
+
+// landed reports whether a block whose last INSERT failed with a network
+// error (the answer may have been lost after the server took the block) is
+// in the table already, so that retrying would count it twice. When the
+// probe itself fails, the block is retried: reconciliation removes a copy
+// that landed twice.
+func (in *Ingestor) landed(ctx context.Context, rows *Rows, lastErr error) bool {
+	var ne *NetError
+	p, ok := in.t.(Prober)
+	if !ok || !errors.As(lastErr, &ne) {
+		return false
+	}
+	yes, err := p.Landed(ctx, in.o.Table, rows.probeRows())
+	if err == nil && yes {
+		in.recovered.Add(1)
+	}
+	return err == nil && yes
 }
 
 // backoff is the delay before retry attempt (1-based), with full jitter in

@@ -260,3 +260,53 @@ func TestCloseTimeoutFailsWaiters(t *testing.T) {
 		t.Fatal("Add acknowledged rows that were never committed")
 	}
 }
+
+// lossy delivers the first block but reports the answer lost, like a
+// connection reset after the server took the INSERT; or, with dropFirst,
+// loses the first block before the server sees it.
+type lossy struct {
+	*ingestor.HTTP
+	dropFirst bool
+	calls     atomic.Int64
+}
+
+func (l *lossy) Insert(ctx context.Context, q string, block []byte) error {
+	if l.calls.Add(1) == 1 {
+		if !l.dropFirst {
+			if err := l.HTTP.Insert(ctx, q, block); err != nil {
+				return err
+			}
+		}
+		return &ingestor.NetError{Err: errors.New("connection reset by peer")}
+	}
+	return l.HTTP.Insert(ctx, q, block)
+}
+
+// A block whose answer was lost is probed before a retry: found, it is not
+// inserted again; not found, it is.
+func TestLostAnswerNotInsertedTwice(t *testing.T) {
+	for _, dropFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dropFirst=%v", dropFirst), func(t *testing.T) {
+			db := testenv.Migrated(t)
+			tr := &lossy{HTTP: transport(t, db, false), dropFirst: dropFirst}
+			in := ingestor.New(tr, ingestor.Options{Backoff: time.Millisecond})
+			rows := rowsOf(0, 500)
+			rows.SetDuplicate(0) // the probe must skip duplicate rows
+			if err := in.Add(context.Background(), rows); err != nil {
+				t.Fatal(err)
+			}
+			in.Close(context.Background())
+			if got := testenv.QueryString(t, db, "SELECT count(), uniqExact(event_id) FROM events"); got != "500\t500" {
+				t.Fatalf("events: %s", got)
+			}
+			st := in.Stats()
+			wantRecovered, wantCalls := int64(1), int64(1)
+			if dropFirst {
+				wantRecovered, wantCalls = 0, 2
+			}
+			if st.Recovered != wantRecovered || tr.calls.Load() != wantCalls || st.CommittedRows != 500 {
+				t.Errorf("stats %+v, insert calls %d", st, tr.calls.Load())
+			}
+		})
+	}
+}
