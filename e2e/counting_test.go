@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -82,12 +84,16 @@ func (s *stack) grouped(from, to time.Time, dims string, key func(map[string]any
 	return m
 }
 
-func byMinuteAd(e event) string { return e.ts.UTC().Truncate(time.Minute).Format(time.RFC3339) + " " + e.ad }
+func byMinuteAd(e event) string {
+	return e.ts.UTC().Truncate(time.Minute).Format(time.RFC3339) + " " + e.ad
+}
 func rowMinuteAd(r map[string]any) string {
 	return fmt.Sprint(r["minute"]) + " " + fmt.Sprint(r["ad_id"])
 }
-func byCountryFormat(e event) string          { return e.country + " " + e.format }
-func rowCountryFormat(r map[string]any) string { return fmt.Sprint(r["country"]) + " " + fmt.Sprint(r["ad_format"]) }
+func byCountryFormat(e event) string { return e.country + " " + e.format }
+func rowCountryFormat(r map[string]any) string {
+	return fmt.Sprint(r["country"]) + " " + fmt.Sprint(r["ad_format"])
+}
 
 func same(t *testing.T, what string, got, want map[string]counts) {
 	t.Helper()
@@ -143,7 +149,7 @@ func (s *stack) send(lines [][]byte, size, workers int) answer {
 // batch splits, the last two sends concurrently, with a restart before
 // them: every event counts once everywhere.
 func TestSentThreeTimes(t *testing.T) {
-	s := newStack(t)
+	s := newStack(t, 0)
 	r := rand.New(rand.NewPCG(1, 2))
 	now := time.Now().UTC()
 	events := make([]event, 10000)
@@ -183,7 +189,7 @@ func TestSentThreeTimes(t *testing.T) {
 // minutes and show through the API at once, though those ranges were
 // cached; too old and future events go to dead_letters with their reason.
 func TestLateEvents(t *testing.T) {
-	s := newStack(t)
+	s := newStack(t, 0)
 	now := time.Now().UTC()
 	r := rand.New(rand.NewPCG(3, 4))
 	ask := func(at time.Time) (float64, bool) {
@@ -245,7 +251,7 @@ func sqlString(s string) string {
 func TestRandomStreams(t *testing.T) {
 	for seed := uint64(1); seed <= 3; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			s := newStack(t)
+			s := newStack(t, 0)
 			r := rand.New(rand.NewPCG(seed, seed*7))
 			now := time.Now().UTC()
 			var valid []event
@@ -286,5 +292,33 @@ func TestRandomStreams(t *testing.T) {
 				t.Errorf("dead letters %s, want %d", dl, refused)
 			}
 		})
+	}
+}
+
+// TestClientRetryAfterTimeout: a client gives up waiting (its request is
+// still being committed) and resends: the resend waits for the first copy
+// and is answered as duplicates; every event counts once.
+func TestClientRetryAfterTimeout(t *testing.T) {
+	s := newStack(t, 700*time.Millisecond)
+	r := rand.New(rand.NewPCG(5, 6))
+	now := time.Now().UTC()
+	var lines [][]byte
+	for i := range 200 {
+		lines = append(lines, randomEvent(r, i, now, 10*time.Minute).json())
+	}
+	body := bytes.Join(lines, []byte("\n"))
+	impatient := &http.Client{Timeout: 100 * time.Millisecond}
+	if _, err := impatient.Post(s.url+"/v1/events", "application/x-ndjson", bytes.NewReader(body)); err == nil {
+		t.Fatal("the first send should time out on the client")
+	}
+	a := s.post(lines)
+	if a.Accepted != 0 || a.Duplicates != 200 {
+		t.Fatalf("resend after a client timeout: %+v", a)
+	}
+	if got := testenv.QueryString(t, s.db, "SELECT countIf(duplicate = 0), countIf(duplicate = 1) FROM events"); got != "200\t200" {
+		t.Errorf("events: %s", got)
+	}
+	if got := testenv.QueryString(t, s.db, "SELECT sum(impressions + clicks + conversions) FROM ad_stats_minute"); got != "200" {
+		t.Errorf("aggregate counts %s events", got)
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -37,11 +38,14 @@ type stack struct {
 	url   string
 	stop  func()
 	col   *collector.Collector
+	// linger of the ingestor; long lingers keep requests waiting
+	linger time.Duration
 }
 
-func newStack(t *testing.T) *stack {
+// newStack starts an instance; linger 0 is the tests' default of 10 ms.
+func newStack(t *testing.T, linger time.Duration) *stack {
 	t.Helper()
-	s := &stack{t: t, db: testenv.Migrated(t)}
+	s := &stack{t: t, db: testenv.Migrated(t), linger: linger}
 	conn, err := chclient.OpenNative(context.Background(), s.db.Options())
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +79,7 @@ func (s *stack) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := ingestor.New(tr, ingestor.Options{Linger: 10 * time.Millisecond})
+	in := ingestor.New(tr, ingestor.Options{Linger: cmp.Or(s.linger, 10*time.Millisecond)})
 	seen := dedup.New(dedup.Options{})
 	if _, err := s.store.LoadRecentIDs(context.Background(), time.Now().Add(-2*time.Hour), seen.Add); err != nil {
 		t.Fatal(err)
