@@ -35,6 +35,9 @@ type LoadOptions struct {
 	Progress io.Writer
 	// Client sends the requests; default one with a 30 s timeout.
 	Client *http.Client
+	// StopGrace is how long requests in flight may finish after ctx ends,
+	// so that a stopped run counts what the collector took; default 5 s.
+	StopGrace time.Duration
 }
 
 func (o LoadOptions) withDefaults() LoadOptions {
@@ -49,6 +52,9 @@ func (o LoadOptions) withDefaults() LoadOptions {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
+	}
+	if o.StopGrace <= 0 {
+		o.StopGrace = 5 * time.Second
 	}
 	return o
 }
@@ -85,7 +91,21 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 		defer tr.CloseIdleConnections()
 		client = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	}
-	// run ends production; requests in flight run on under ctx.
+	// run ends production; requests in flight get StopGrace more after ctx
+	// ends, so a stopped run reports what the collector really took.
+	inflight, stopInflight := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInflight()
+	go func() {
+		select {
+		case <-ctx.Done():
+			select {
+			case <-time.After(o.StopGrace):
+			case <-inflight.Done():
+			}
+		case <-inflight.Done():
+		}
+		stopInflight()
+	}()
 	run := ctx
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
@@ -109,7 +129,7 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 		workers.Go(func() {
 			for b := range queue {
 				if run.Err() == nil {
-					p.send(ctx, run, b)
+					p.send(inflight, run, b)
 				}
 				free <- b
 			}

@@ -215,7 +215,7 @@ func TestLoadStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	rep, err := Load(ctx, New(Options{}), LoadOptions{Target: serve(t, c), Rate: 1000})
+	rep, err := Load(ctx, New(Options{}), LoadOptions{Target: serve(t, c), Rate: 1000, StopGrace: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,8 @@ var commands = []command{
 	{"migrate", "apply or revert the ClickHouse schema: up, down, version, force", runMigrate},
 	{"generate", "send realistic generated ad traffic to a collector", runGenerate},
 	{"services", "local ClickHouse and Redis without Docker: up, down, status, install", runServices},
+	{"reconcile", "compare the aggregates with raw events over a range; --fix corrects them", runReconcile},
+	{"replay", "rebuild the aggregates of a range from raw events", runReplay},
 }
 
 func usage(w io.Writer) {

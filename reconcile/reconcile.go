@@ -1,0 +1,231 @@
+// Package reconcile compares the streaming answer (what the materialized
+// views put into the aggregate tables) with the batch answer (a
+// recomputation from raw events, one event per event_id), reports every
+// key where they differ and, when asked, writes corrections. Replay
+// rebuilds a range of the aggregates from raw events.
+//
+// Everything is computed in ClickHouse: one query per table compares both
+// sides, one INSERT ... SELECT per table writes the corrections. Go only
+// reads the differing keys for the report.
+//
+// Concurrent ingest: a block committed while a run reads the two sides can
+// be seen on one side and not the other, so one run may report (and with
+// fix, correct) a difference that is not real; the next run over the same
+// range sees the block on both sides and undoes the correction. It heals
+// itself, and ranges that end before now minus the settle time (the
+// scheduler's default) avoid nearly all of it, since only late events land
+// there.
+//
+// Copies of one event_id are expected to carry the same event time (a
+// resend is the same event). Each range deduplicates the copies whose time
+// lies inside it, so a resend with a changed time would count once in each
+// range it touches.
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg"
+)
+
+// Options configures a Reconciler. The zero value works.
+type Options struct {
+	MaxRows      int                  // differing rows kept per table in a Report; default 1000, negative keeps none
+	QueryTimeout time.Duration        // bound of one statement; default 30 min
+	OnFixed      func(clickagg.Range) // called after corrections were written for a range, so caches can drop answers about it
+}
+
+// Reconciler compares and corrects the aggregate tables.
+type Reconciler struct {
+	conn driver.Conn
+	o    Options
+}
+
+// New returns a Reconciler; conn stays owned by the caller.
+func New(conn driver.Conn, o Options) *Reconciler {
+	if o.MaxRows == 0 {
+		o.MaxRows = 1000
+	}
+	if o.MaxRows < 0 {
+		o.MaxRows = 0
+	}
+	if o.QueryTimeout == 0 {
+		o.QueryTimeout = 30 * time.Minute
+	}
+	return &Reconciler{conn: conn, o: o}
+}
+
+// Run compares ad_stats_minute and dim_stats_minute over rng (whole
+// minutes) and ad_stats_daily over the whole UTC days inside rng with the
+// deduplicated events, and with fix writes the differences as correction
+// rows. After a fix, a Run over the same range reports no differences
+// (unless events arrived in between).
+func (r *Reconciler) Run(ctx context.Context, rng clickagg.Range, fix bool) (Report, error) {
+	rep := Report{Range: rng, StartedAt: time.Now().UTC(), Tables: []TableReport{}}
+	wrote, err := r.compareAll(ctx, &rep, fix)
+	return r.finish(rep, fix, wrote, err, rng)
+}
+
+// Replay rebuilds rng from raw events: the corrections of Run with fix for
+// the summing tables (which also fills a table created after the events
+// arrived), and top_ads_minute rebuilt for every UTC day rng touches. It is
+// idempotent: a second Replay changes nothing.
+//
+// The sketches are rebuilt by dropping the day's partition and inserting
+// the day again from events. Events committed for that day between the two
+// statements lose their sketch counts until the next Replay of the day;
+// sketches only pick candidates for approximate rankings, whose counts come
+// from ad_stats_minute.
+func (r *Reconciler) Replay(ctx context.Context, rng clickagg.Range) (Report, error) {
+	rep := Report{Range: rng, StartedAt: time.Now().UTC(), Tables: []TableReport{}}
+	wrote, err := r.compareAll(ctx, &rep, true)
+	if err == nil {
+		err = r.rebuildTopAds(ctx, &rep)
+		wrote = wrote || len(rep.Rebuilt) > 0
+	}
+	changed := rng
+	if days := touchedDays(rng); len(days) > 0 {
+		changed = clickagg.Range{From: days[0], To: days[len(days)-1].AddDate(0, 0, 1)}
+	}
+	return r.finish(rep, true, wrote, err, changed)
+}
+
+// compareAll compares every summing table, correcting each before the next
+// when fix is set. wrote says some correction was written.
+func (r *Reconciler) compareAll(ctx context.Context, rep *Report, fix bool) (wrote bool, err error) {
+	if err := checkRange(rep.Range); err != nil {
+		return false, err
+	}
+	for _, t := range tables {
+		from, to := rep.Range.From.UTC(), rep.Range.To.UTC()
+		if t.daily {
+			var ok bool
+			if from, to, ok = wholeDays(rep.Range); !ok {
+				rep.Tables = append(rep.Tables, TableReport{Table: t.name, Keys: t.keyNames(), Diffs: []Diff{},
+					Note: "skipped: no whole UTC day in the range"})
+				continue
+			}
+		}
+		tr, err := r.compare(ctx, t, from, to)
+		rep.Tables = append(rep.Tables, tr)
+		if err != nil {
+			return wrote, err
+		}
+		if fix && tr.Rows > 0 {
+			if err := r.correct(ctx, t, from, to); err != nil {
+				return wrote, err
+			}
+			wrote = true
+		}
+	}
+	return wrote, nil
+}
+
+// finish stamps rep and tells OnFixed about the changed range when anything
+// was written, even if a later step failed.
+func (r *Reconciler) finish(rep Report, fix, wrote bool, err error, changed clickagg.Range) (Report, error) {
+	rep.Fixed = fix && err == nil
+	if err != nil {
+		rep.Err = err.Error()
+	}
+	rep.FinishedAt = time.Now().UTC()
+	if wrote && r.o.OnFixed != nil {
+		r.o.OnFixed(changed)
+	}
+	return rep, err
+}
+
+// compare reads the differing keys of t over [from, to).
+func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time) (TableReport, error) {
+	tr := TableReport{Table: t.name, From: from, To: to, Keys: t.keyNames(), Diffs: []Diff{}}
+	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
+	defer cancel()
+	rows, err := r.conn.Query(ctx, t.reportSQL(), t.args(from, to)...)
+	if err != nil {
+		return tr, fmt.Errorf("compare %s: %w", t.name, err)
+	}
+	defer rows.Close()
+	var (
+		strs  = make([]string, len(t.keys))
+		times = make([]time.Time, len(t.keys))
+		truth clickagg.Counts
+		agg   clickagg.Counts
+		dest  []any
+	)
+	for i, c := range t.keys {
+		if c.isTime() {
+			dest = append(dest, &times[i])
+		} else {
+			dest = append(dest, &strs[i])
+		}
+	}
+	dest = append(dest, &truth.Impressions, &truth.Clicks, &truth.Conversions, &truth.SpendMicros,
+		&agg.Impressions, &agg.Clicks, &agg.Conversions, &agg.SpendMicros)
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return tr, fmt.Errorf("read %s differences: %w", t.name, err)
+		}
+		tr.Rows++
+		if len(tr.Diffs) >= r.o.MaxRows {
+			continue // counted, not kept
+		}
+		d := Diff{Table: t.name, Key: make(map[string]string, len(t.keys)), Aggregate: agg, Truth: truth}
+		for i, c := range t.keys {
+			switch {
+			case c.name == "day":
+				d.Key[c.name] = times[i].Format(time.DateOnly)
+			case c.isTime():
+				d.Key[c.name] = times[i].UTC().Format(time.RFC3339)
+			default:
+				d.Key[c.name] = strs[i]
+			}
+		}
+		tr.Diffs = append(tr.Diffs, d)
+	}
+	if err := rows.Err(); err != nil {
+		return tr, fmt.Errorf("read %s differences: %w", t.name, err)
+	}
+	return tr, nil
+}
+
+// correct writes the corrections of t over [from, to). It recomputes the
+// differences server-side rather than sending the reported rows back: the
+// report may hold only the first MaxRows, and INSERT ... VALUES hangs on
+// 18.16 through clickhouse-go.
+func (r *Reconciler) correct(ctx context.Context, t table, from, to time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
+	defer cancel()
+	if err := r.conn.Exec(ctx, t.correctSQL(), t.args(from, to)...); err != nil {
+		return fmt.Errorf("correct %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// rebuildTopAds refills top_ads_minute for every day rep.Range touches,
+// one day at a time so that each day's gap between drop and insert is
+// short.
+func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
+	rep.Rebuilt = []string{}
+	for _, d := range touchedDays(rep.Range) {
+		err := func() error {
+			ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
+			defer cancel()
+			if err := r.conn.Exec(ctx, "ALTER TABLE top_ads_minute DROP PARTITION "+partition(d)); err != nil {
+				return fmt.Errorf("drop top_ads_minute partition %s: %w", partition(d), err)
+			}
+			if err := r.conn.Exec(ctx, topAdsSQL, d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {
+				return fmt.Errorf("rebuild top_ads_minute of %s: %w", d.Format(time.DateOnly), err)
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
+		rep.Rebuilt = append(rep.Rebuilt, d.Format(time.DateOnly))
+	}
+	return nil
+}
