@@ -34,6 +34,7 @@ type Options struct {
 	// benchmark route to compare.
 	Metrics, Direct clickagg.MetricsService
 	CacheStats      func() any    // GET /v1/cache/stats; nil disables it
+	ReconcileStatus func() any    // GET /v1/reconcile/status; nil disables it
 	MaxRange        time.Duration // longest from/to span; default 31 days
 	MaxTopN         int           // largest n of top and benchmark; default 1000
 	Now             func() time.Time
@@ -84,6 +85,9 @@ func New(o Options) *fiber.App {
 	}
 	if o.CacheStats != nil {
 		app.Get("/v1/cache/stats", func(c *fiber.Ctx) error { return c.JSON(o.CacheStats()) })
+	}
+	if o.ReconcileStatus != nil {
+		app.Get("/v1/reconcile/status", func(c *fiber.Ctx) error { return c.JSON(o.ReconcileStatus()) })
 	}
 	registerDocs(app)
 	return app

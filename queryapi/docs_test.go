@@ -298,11 +298,12 @@ func TestDocsRoutes(t *testing.T) {
 // route is documented and every documented route is registered.
 func TestEveryRouteDocumented(t *testing.T) {
 	app := New(Options{
-		Ingest:       func(c *fiber.Ctx) error { return nil },
-		IngestStatus: func() any { return nil },
-		Metrics:      docsNopMetrics{},
-		Direct:       docsNopMetrics{},
-		CacheStats:   func() any { return nil },
+		Ingest:          func(c *fiber.Ctx) error { return nil },
+		IngestStatus:    func() any { return nil },
+		Metrics:         docsNopMetrics{},
+		Direct:          docsNopMetrics{},
+		CacheStats:      func() any { return nil },
+		ReconcileStatus: func() any { return nil },
 	})
 	spec, err := SpecPaths()
 	if err != nil {

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -19,6 +20,37 @@ type Report struct {
 	Tables  []TableReport `json:"tables"`
 	Rebuilt []string      `json:"rebuilt,omitempty"` // Replay: the days (YYYY-MM-DD) whose top_ads_minute was rebuilt
 	Err     string        `json:"err,omitempty"`
+}
+
+// rangeJSON is a range as the API writes ranges.
+type rangeJSON struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// reportJSON is Report with its range in snake case (clickagg.Range has no
+// JSON tags).
+type reportJSON struct {
+	Range rangeJSON `json:"range"` // shadows plainReport.Range
+	plainReport
+}
+
+type plainReport Report
+
+// MarshalJSON writes the range as {"from", "to"}, like the API.
+func (r Report) MarshalJSON() ([]byte, error) {
+	return json.Marshal(reportJSON{rangeJSON(r.Range), plainReport(r)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Report) UnmarshalJSON(b []byte) error {
+	var j reportJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Report(j.plainReport)
+	r.Range = clickagg.Range(j.Range)
+	return nil
 }
 
 // TableReport is the comparison of one aggregate table with the truth.

@@ -14,7 +14,12 @@ type SchedulerOptions struct {
 	Every    time.Duration // between runs; default 1 h
 	Lookback time.Duration // each run reconciles [now-Lookback, now-Settle) in whole minutes; default 3 h
 	Settle   time.Duration // recent minutes left alone while they still receive events; default 5 min
-	NoDaily  bool          // skip the daily run over the whole previous UTC day
+	NoDaily  bool          // skip the daily run over whole previous UTC days
+	// DailyDays is how many previous UTC days the daily run reconciles, one
+	// day per statement; default 7, the allowed lateness: a resend the
+	// immediate dedup missed is removed within a day wherever its event
+	// time falls in that span.
+	DailyDays int
 	Fix      bool          // write corrections, not only report
 	Logger   *slog.Logger  // default: discard
 	Now      func() time.Time
@@ -40,6 +45,9 @@ func NewScheduler(r *Reconciler, o SchedulerOptions) *Scheduler {
 	}
 	if o.Settle <= 0 {
 		o.Settle = 5 * time.Minute
+	}
+	if o.DailyDays <= 0 {
+		o.DailyDays = 7
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -89,7 +97,15 @@ func (s *Scheduler) runOnce(ctx context.Context) {
 	if s.o.NoDaily || now.Before(today.Add(s.o.Settle)) || s.lastDaily.Equal(yesterday) || ctx.Err() != nil {
 		return
 	}
-	if s.reconcile(ctx, "daily", clickagg.Range{From: yesterday, To: today}) {
+	ok := true
+	for d := range s.o.DailyDays {
+		from := yesterday.AddDate(0, 0, -d)
+		ok = s.reconcile(ctx, "daily", clickagg.Range{From: from, To: from.AddDate(0, 0, 1)}) && ok
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	if ok {
 		s.lastDaily = yesterday
 	}
 }

@@ -114,6 +114,31 @@ func TestLocalWorkflow(t *testing.T) {
 	if status.Collector.Accepted == 0 || status.Collector.Accepted != status.Ingestor.CommittedRows {
 		t.Errorf("ingest status %+v", status)
 	}
+	// The scheduled reconciliation ran at start and found the aggregates
+	// equal to the raw events.
+	var recon struct {
+		Enabled bool
+		Last    *struct {
+			Fixed  bool
+			Err    string
+			Tables []struct{ Rows int64 }
+		}
+	}
+	for range 100 {
+		resp, err = http.Get("http://" + listen + "/v1/reconcile/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(resp.Body).Decode(&recon)
+		resp.Body.Close()
+		if recon.Last != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !recon.Enabled || recon.Last == nil || recon.Last.Err != "" || len(recon.Last.Tables) == 0 {
+		t.Errorf("reconcile status %+v", recon)
+	}
 	stop() // as SIGTERM does: drain, flush, exit 0
 	if code := <-done; code != 0 {
 		t.Fatalf("serve exit %d: %s", code, serveErr.String())

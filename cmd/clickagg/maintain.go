@@ -22,8 +22,13 @@ func (m pastMarker) OnPastCommitted(hours []time.Time) {
 	for i, h := range hours {
 		rngs[i] = agg.Range{From: h, To: h.Add(time.Hour)}
 	}
+	m.changed(rngs...)
+}
+
+// changed marks ranges whose numbers changed (late events, corrections).
+func (m pastMarker) changed(rngs ...agg.Range) {
 	if err := m.cache.MarkChanged(context.Background(), rngs...); err != nil {
-		m.log.Warn("late events: cached answers of their hours may stay stale until their TTL", "hours", len(hours), "err", err)
+		m.log.Warn("changed numbers: cached answers about them may stay stale until their TTL", "ranges", len(rngs), "err", err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	agg "github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/cache"
 	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/chstore"
@@ -20,6 +21,7 @@ import (
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/queryapi"
+	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/schema"
 )
 
@@ -35,6 +37,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cacheOpts         cache.Options
 		dedupOpts         dedup.Options
 		janitor           janitorOptions
+		recon             reconcile.SchedulerOptions
+		noReconcile       bool
 		g                 genFlags
 	)
 	f.listen(&listen)
@@ -55,6 +59,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.dur(&dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
 	f.int(&dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 200_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
 	f.dur(&janitor.deadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", 30*24*time.Hour, "how long dead letters are kept (whole days are dropped)")
+	f.dur(&recon.Every, "reconcile-every", "CLICKAGG_RECONCILE_EVERY", time.Hour, "how often the aggregates are reconciled with the raw events")
+	f.dur(&recon.Lookback, "reconcile-lookback", "CLICKAGG_RECONCILE_LOOKBACK", 3*time.Hour, "each run reconciles this much of the recent past")
+	f.int(&recon.DailyDays, "reconcile-daily-days", "CLICKAGG_RECONCILE_DAILY_DAYS", 7, "once a day, reconcile this many previous whole days")
+	f.bool(&recon.Fix, "reconcile-fix", "CLICKAGG_RECONCILE_FIX", true, "write corrections; false only reports differences")
+	f.bool(&noReconcile, "no-reconcile", "CLICKAGG_NO_RECONCILE", false, "do not reconcile inside serve (run 'clickagg reconcile' from cron instead)")
 	g.register(f, "generate-", 0)
 	if err := f.parse(args, 0); err != nil {
 		return err
@@ -99,17 +108,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("dedup set loaded", "ids", n, "horizon", dedupOpts.Horizon)
-	co.Dedup, co.DeadLetters, co.Hooks = seen, tr, pastMarker{cached, log}
+	marker := pastMarker{cached, log}
+	co.Dedup, co.DeadLetters, co.Hooks = seen, tr, marker
 	col := collector.New(in, co)
 	janitor.dedupHorizon = dedupOpts.Horizon
-	jctx, stopJanitor := context.WithCancel(ctx)
-	defer stopJanitor()
-	go runJanitor(jctx, store, janitor, log)
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	go runJanitor(bg, store, janitor, log)
+	var sched *reconcile.Scheduler
+	if !noReconcile {
+		recon.Logger = log
+		sched = reconcile.NewScheduler(reconcile.New(conn, reconcile.Options{OnFixed: func(r agg.Range) { marker.changed(r) }}), recon)
+		go sched.Run(bg)
+	}
 	app := queryapi.New(queryapi.Options{
 		Metrics:    cached,
 		Direct:     store,
 		CacheStats: func() any { return cached.Stats() },
-		Ingest:     col.Handle,
+		ReconcileStatus: func() any {
+			if sched == nil {
+				return fiber.Map{"enabled": false}
+			}
+			return fiber.Map{"enabled": true, "last": sched.Last()}
+		},
+		Ingest: col.Handle,
 		IngestStatus: func() any {
 			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats()}
 		},
