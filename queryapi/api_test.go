@@ -79,22 +79,12 @@ func setup(t *testing.T, events []clickagg.Event) *env {
 
 func load(t *testing.T, db testenv.ClickHouseDB, events []clickagg.Event) {
 	t.Helper()
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := ingestor.New(tr, ingestor.Options{})
 	var rows ingestor.Rows
 	rows.SetReceived(now)
 	for i := range events {
 		rows.Append(&events[i], false)
 	}
-	if err := in.Add(context.Background(), &rows); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Insert(t, db, &rows)
 }
 
 // get fetches path and decodes the JSON answer into a generic map.

@@ -60,11 +60,6 @@ func event(i int) clickagg.Event {
 // them) and the slipped resend of event 1234 not marked.
 func load(t *testing.T, db testenv.ClickHouseDB) {
 	t.Helper()
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := ingestor.New(tr, ingestor.Options{})
 	var rows ingestor.Rows
 	rows.SetReceived(start)
 	for i := range nEvents {
@@ -79,13 +74,7 @@ func load(t *testing.T, db testenv.ClickHouseDB) {
 	rows.SetReceived(start.Add(2 * time.Hour))
 	ev := event(slipped)
 	rows.Append(&ev, false)
-	ctx := context.Background()
-	if err := in.Add(ctx, &rows); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Insert(t, db, &rows)
 }
 
 // row is one key of an aggregate table: column → value, as in Diff.Key.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
@@ -207,4 +208,20 @@ func Migrated(t testing.TB) ClickHouseDB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// Insert commits rows to db's events table through the ingestor.
+func Insert(t testing.TB, db ClickHouseDB, rows *ingestor.Rows) {
+	t.Helper()
+	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ingestor.New(tr, ingestor.Options{})
+	if err := in.Add(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
