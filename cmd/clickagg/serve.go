@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -25,65 +26,72 @@ import (
 	"github.com/clickagg/clickagg/schema"
 )
 
+// serveConfig is everything serve is told by flags and environment.
+type serveConfig struct {
+	listen, redisAddr string
+	ch                chclient.Options
+	migrate           bool
+	drain             time.Duration
+	ingest            ingestor.Options
+	co                collector.Options
+	cacheOpts         cache.Options
+	dedupOpts         dedup.Options
+	janitor           janitorOptions
+	recon             reconcile.SchedulerOptions
+	noReconcile       bool
+	g                 genFlags
+}
+
+func (c *serveConfig) register(f *flags) {
+	f.listen(&c.listen)
+	f.clickhouse(&c.ch)
+	f.redis(&c.redisAddr)
+	f.bool(&c.migrate, "migrate", "CLICKAGG_MIGRATE", false, "apply the embedded schema migrations before serving")
+	f.dur(&c.drain, "shutdown-timeout", "CLICKAGG_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long to drain requests and flush buffered events")
+	f.int(&c.ingest.MaxRows, "batch-rows", "CLICKAGG_BATCH_ROWS", 65536, "rows that make an INSERT block")
+	f.dur(&c.ingest.Linger, "linger", "CLICKAGG_LINGER", 100*time.Millisecond, "longest wait before a partial block is sent")
+	f.int(&c.ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", 2, "concurrent INSERTs")
+	f.int(&c.ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
+	f.int(&c.co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
+	f.int(&c.co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
+	f.dur(&c.co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
+	f.dur(&c.co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
+	f.dur(&c.cacheOpts.PastTTL, "cache-past-ttl", "CLICKAGG_CACHE_PAST_TTL", time.Hour, "cache lifetime of answers about ranges that ended before the current minute")
+	f.dur(&c.cacheOpts.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", 5*time.Second, "cache lifetime of answers that include the current minute")
+	f.dur(&c.dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
+	f.int(&c.dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 200_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
+	f.dur(&c.janitor.deadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", 30*24*time.Hour, "how long dead letters are kept (whole days are dropped)")
+	f.dur(&c.recon.Every, "reconcile-every", "CLICKAGG_RECONCILE_EVERY", time.Hour, "how often the aggregates are reconciled with the raw events")
+	f.dur(&c.recon.Lookback, "reconcile-lookback", "CLICKAGG_RECONCILE_LOOKBACK", 3*time.Hour, "each run reconciles this much of the recent past")
+	f.int(&c.recon.DailyDays, "reconcile-daily-days", "CLICKAGG_RECONCILE_DAILY_DAYS", 7, "once a day, reconcile this many previous whole days")
+	f.bool(&c.recon.Fix, "reconcile-fix", "CLICKAGG_RECONCILE_FIX", true, "write corrections; false only reports differences")
+	f.bool(&c.noReconcile, "no-reconcile", "CLICKAGG_NO_RECONCILE", false, "do not reconcile inside serve (run 'clickagg reconcile' from cron instead)")
+	c.g.register(f, "generate-", 0)
+}
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("serve", "[flags]", stderr)
-	var (
-		listen, redisAddr string
-		ch                chclient.Options
-		migrate           bool
-		drain             time.Duration
-		ingest            ingestor.Options
-		co                collector.Options
-		cacheOpts         cache.Options
-		dedupOpts         dedup.Options
-		janitor           janitorOptions
-		recon             reconcile.SchedulerOptions
-		noReconcile       bool
-		g                 genFlags
-	)
-	f.listen(&listen)
-	f.clickhouse(&ch)
-	f.redis(&redisAddr)
-	f.bool(&migrate, "migrate", "CLICKAGG_MIGRATE", false, "apply the embedded schema migrations before serving")
-	f.dur(&drain, "shutdown-timeout", "CLICKAGG_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long to drain requests and flush buffered events")
-	f.int(&ingest.MaxRows, "batch-rows", "CLICKAGG_BATCH_ROWS", 65536, "rows that make an INSERT block")
-	f.dur(&ingest.Linger, "linger", "CLICKAGG_LINGER", 100*time.Millisecond, "longest wait before a partial block is sent")
-	f.int(&ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", 2, "concurrent INSERTs")
-	f.int(&ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
-	f.int(&co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
-	f.int(&co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
-	f.dur(&cacheOpts.PastTTL, "cache-past-ttl", "CLICKAGG_CACHE_PAST_TTL", time.Hour, "cache lifetime of answers about ranges that ended before the current minute")
-	f.dur(&cacheOpts.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", 5*time.Second, "cache lifetime of answers that include the current minute")
-	f.dur(&co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
-	f.dur(&co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
-	f.dur(&dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
-	f.int(&dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 200_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
-	f.dur(&janitor.deadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", 30*24*time.Hour, "how long dead letters are kept (whole days are dropped)")
-	f.dur(&recon.Every, "reconcile-every", "CLICKAGG_RECONCILE_EVERY", time.Hour, "how often the aggregates are reconciled with the raw events")
-	f.dur(&recon.Lookback, "reconcile-lookback", "CLICKAGG_RECONCILE_LOOKBACK", 3*time.Hour, "each run reconciles this much of the recent past")
-	f.int(&recon.DailyDays, "reconcile-daily-days", "CLICKAGG_RECONCILE_DAILY_DAYS", 7, "once a day, reconcile this many previous whole days")
-	f.bool(&recon.Fix, "reconcile-fix", "CLICKAGG_RECONCILE_FIX", true, "write corrections; false only reports differences")
-	f.bool(&noReconcile, "no-reconcile", "CLICKAGG_NO_RECONCILE", false, "do not reconcile inside serve (run 'clickagg reconcile' from cron instead)")
-	g.register(f, "generate-", 0)
+	var c serveConfig
+	c.register(f)
 	if err := f.parse(args, 0); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	if migrate {
-		if err := migrateUp(ctx, ch); err != nil {
+	if c.migrate {
+		if err := migrateUp(ctx, c.ch); err != nil {
 			return err
 		}
-		log.Info("schema migrated", "database", ch.Database)
+		log.Info("schema migrated", "database", c.ch.Database)
 	}
 
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: ch.HTTP, Database: ch.Database, User: ch.User, Password: ch.Password})
+	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: c.ch.HTTP, Database: c.ch.Database, User: c.ch.User, Password: c.ch.Password})
 	if err != nil {
 		return err
 	}
-	in := ingestor.New(tr, ingest)
+	in := ingestor.New(tr, c.ingest)
 	rdb := redis.NewClient(&redis.Options{
-		Addr:     redisAddr,
+		Addr:     c.redisAddr,
 		Password: envPassword("CLICKAGG_REDIS_PASSWORD"),
 		// The cache bounds each call; let go-redis honour those deadlines and
 		// fail fast while Redis is down instead of retrying.
@@ -92,34 +100,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxRetries:            -1,
 	})
 	defer rdb.Close()
-	conn, err := chclient.Open(ch)
+	conn, err := chclient.Open(c.ch)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	store := chstore.New(conn, chstore.Options{})
-	cached := cache.New(rdb, store, cacheOpts)
+	cached := cache.New(rdb, store, c.cacheOpts)
 
 	// The dedup set is filled from ClickHouse before the collector takes
 	// events, so a restart opens no hole in the immediate horizon.
-	seen := dedup.New(dedupOpts)
-	n, err := store.LoadRecentIDs(ctx, time.Now().Add(-dedupOpts.Horizon), seen.Add)
+	seen := dedup.New(c.dedupOpts)
+	n, err := store.LoadRecentIDs(ctx, time.Now().Add(-c.dedupOpts.Horizon), seen.Add)
 	if err != nil {
 		return err
 	}
-	log.Info("dedup set loaded", "ids", n, "horizon", dedupOpts.Horizon)
+	log.Info("dedup set loaded", "ids", n, "horizon", c.dedupOpts.Horizon)
 	marker := pastMarker{cached, log}
-	co.Dedup, co.DeadLetters, co.Hooks = seen, tr, marker
-	col := collector.New(in, co)
-	janitor.dedupHorizon = dedupOpts.Horizon
-	bg, stopBackground := context.WithCancel(ctx)
-	defer stopBackground()
-	go runJanitor(bg, store, janitor, log)
+	c.co.Dedup, c.co.DeadLetters, c.co.Hooks = seen, tr, marker
+	col := collector.New(in, c.co)
+	c.janitor.dedupHorizon = c.dedupOpts.Horizon
+	// Background work stops with the signal and is waited for before the
+	// connection it uses is closed (the defers run in reverse).
+	var background sync.WaitGroup
+	defer background.Wait()
+	background.Go(func() { runJanitor(ctx, store, c.janitor, log) })
 	var sched *reconcile.Scheduler
-	if !noReconcile {
-		recon.Logger = log
-		sched = reconcile.NewScheduler(reconcile.New(conn, reconcile.Options{OnFixed: func(r agg.Range) { marker.changed(r) }}), recon)
-		go sched.Run(bg)
+	if !c.noReconcile {
+		c.recon.Logger = log
+		sched = reconcile.NewScheduler(reconcile.New(conn, reconcile.Options{OnFixed: func(r agg.Range) { marker.changed(r) }}), c.recon)
+		background.Go(func() { sched.Run(ctx) })
 	}
 	app := queryapi.New(queryapi.Options{
 		Metrics:    cached,
@@ -135,25 +145,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		IngestStatus: func() any {
 			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats()}
 		},
-		BodyLimit: max(co.MaxBodyBytes*2, 1<<20),
+		BodyLimit: max(c.co.MaxBodyBytes*2, 1<<20),
 		Checks: []queryapi.Check{
 			{Name: "clickhouse", Critical: true, Probe: store.Ping},
 			{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		},
 	})
 
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
-	log.Info("serving", "listen", ln.Addr().String(), "clickhouse", ch.HTTP, "database", ch.Database, "redis", redisAddr)
+	log.Info("serving", "listen", ln.Addr().String(), "clickhouse", c.ch.HTTP, "database", c.ch.Database, "redis", c.redisAddr)
 
 	genDone := make(chan struct{})
 	genCtx, stopGen := context.WithCancel(ctx)
 	defer stopGen()
-	if src, load := g.options(); load.Rate != 0 {
+	if src, load := c.g.options(); load.Rate != 0 {
 		load.Target = "http://" + ln.Addr().String()
 		load.Progress = stderr
 		go func() {
@@ -173,10 +183,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining requests, flushing buffered events", "timeout", drain)
+	log.Info("shutting down: draining requests, flushing buffered events", "timeout", c.drain)
 	stopGen()
 	<-genDone
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	sctx, cancel := context.WithTimeout(context.Background(), c.drain)
 	defer cancel()
 	herr := app.ShutdownWithContext(sctx)
 	ierr := in.Close(sctx)
