@@ -20,9 +20,9 @@ type SchedulerOptions struct {
 	// immediate dedup missed is removed within a day wherever its event
 	// time falls in that span.
 	DailyDays int
-	Fix      bool          // write corrections, not only report
-	Logger   *slog.Logger  // default: discard
-	Now      func() time.Time
+	Fix       bool         // write corrections, not only report
+	Logger    *slog.Logger // default: discard
+	Now       func() time.Time
 }
 
 // Scheduler runs a Reconciler periodically, for serve.
