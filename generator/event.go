@@ -19,6 +19,7 @@ func (s *Source) appendEvent(dst []byte, ts time.Time) []byte {
 	price := base * a.price * countries[u.country].price * (0.9 + 0.2*s.rng.Float64())
 
 	dst = append(dst, `{"event_id":"`...)
+	dst = append(dst, s.idPrefix...)
 	dst = appendHex16(dst, s.rng.Uint64())
 	dst = append(dst, '-')
 	dst = strconv.AppendUint(dst, s.events, 16) // the counter makes ids unique

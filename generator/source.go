@@ -27,6 +27,9 @@ type Options struct {
 	Rate int
 	// Now, when set, is the event clock: ts = Now() minus any lateness.
 	Now func() time.Time
+	// IDPrefix starts every event_id. Live runs set one per run, so that a
+	// second run with the same seed sends new events rather than resends.
+	IDPrefix string
 }
 
 // Source produces an endless stream of ad events. It is not safe for
@@ -42,10 +45,11 @@ type Source struct {
 	rate      uint64
 	now       func() time.Time
 
-	lines  uint64 // lines produced so far; drives the clock
-	events uint64 // original events produced; part of event_id
-	recent ring
-	stamp  stamp
+	lines    uint64 // lines produced so far; drives the clock
+	events   uint64 // original events produced; part of event_id
+	idPrefix string
+	recent   ring
+	stamp    stamp
 }
 
 // ad is what stays fixed for one ad across its events.
@@ -60,17 +64,18 @@ func New(o Options) *Source {
 	o = o.withDefaults()
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	return &Source{
-		rng:    rng,
-		zipf:   rand.NewZipf(rng, zipfS, zipfV, uint64(o.Ads-1)),
-		ads:    makeAds(rng, o.Ads),
-		users:  newUserPool(o.Seed, uint64(o.Ads)*usersPerAd),
-		late:   max(o.LateShare, 0),
-		dup:    max(o.DuplicateShare, 0),
-		start:  o.Start.UTC(),
-		rate:   uint64(o.Rate),
-		now:    o.Now,
-		recent: newRing(recentLines),
-		stamp:  newStamp(),
+		rng:      rng,
+		zipf:     rand.NewZipf(rng, zipfS, zipfV, uint64(o.Ads-1)),
+		ads:      makeAds(rng, o.Ads),
+		users:    newUserPool(o.Seed, uint64(o.Ads)*usersPerAd),
+		late:     max(o.LateShare, 0),
+		dup:      max(o.DuplicateShare, 0),
+		start:    o.Start.UTC(),
+		rate:     uint64(o.Rate),
+		now:      o.Now,
+		recent:   newRing(recentLines),
+		stamp:    newStamp(),
+		idPrefix: o.IDPrefix,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/clickagg/clickagg/generator"
@@ -33,6 +34,9 @@ func (g *genFlags) options() (generator.Options, generator.LoadOptions) {
 	src := g.src
 	src.Seed = uint64(g.seed)
 	src.Now = time.Now // live traffic: event time is now, minus lateness
+	// A new prefix per run: a second run with the same seed is new traffic,
+	// not a resend of the first (which the collector would count once).
+	src.IDPrefix = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	if src.LateShare == 0 {
 		src.LateShare = -1
 	}
