@@ -358,6 +358,10 @@ func (c *Collector) gunzip(r *request, raw []byte) ([]byte, int, error) {
 	return r.body.Bytes(), 0, nil
 }
 
+// BodyRefused counts a body the HTTP server refused before Handle saw it
+// (over the server's own limit); pass it to queryapi.Options.BodyRefused.
+func (c *Collector) BodyRefused() { c.badBodies.Add(1) }
+
 func (c *Collector) badBody(ctx *fiber.Ctx, status int, msg string) error {
 	c.badBodies.Add(1)
 	return ctx.Status(status).JSON(ErrorBody{Error: msg, Field: "body"})

@@ -28,6 +28,10 @@ type Options struct {
 	IngestStatus func() any
 	Checks       []Check
 	BodyLimit    int // largest request body read at all; default 32 MiB (the collector applies its own, smaller limit with a JSON answer)
+	// BodyRefused is called for each request refused with 413 before any
+	// handler ran because its body is over BodyLimit, so that the refusal
+	// is counted with the collector's own.
+	BodyRefused func()
 
 	// Metrics answers the metrics routes (normally the cache in front of
 	// Direct); nil disables them. Direct is the uncached store, used by the
@@ -62,7 +66,7 @@ func New(o Options) *fiber.App {
 		AppName:               "clickagg",
 		BodyLimit:             o.BodyLimit,
 		DisableStartupMessage: true,
-		ErrorHandler:          errorHandler,
+		ErrorHandler:          errorHandler(o.BodyRefused),
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
 	})
@@ -95,20 +99,25 @@ func New(o Options) *fiber.App {
 
 // errorHandler answers every error as JSON, including the ones fasthttp
 // raises before a handler runs (413 over BodyLimit, 404, 405).
-func errorHandler(c *fiber.Ctx, err error) error {
-	if code, body := errorStatus(err); code != 0 {
+func errorHandler(bodyRefused func()) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		if code, body := errorStatus(err); code != 0 {
+			return c.Status(code).JSON(body)
+		}
+		code := fiber.StatusInternalServerError
+		var fe *fiber.Error
+		if errors.As(err, &fe) {
+			code = fe.Code
+		}
+		body := fiber.Map{"error": err.Error()}
+		if code == fiber.StatusRequestEntityTooLarge {
+			body["field"] = "body"
+			if bodyRefused != nil {
+				bodyRefused()
+			}
+		}
 		return c.Status(code).JSON(body)
 	}
-	code := fiber.StatusInternalServerError
-	var fe *fiber.Error
-	if errors.As(err, &fe) {
-		code = fe.Code
-	}
-	body := fiber.Map{"error": err.Error()}
-	if code == fiber.StatusRequestEntityTooLarge {
-		body["field"] = "body"
-	}
-	return c.Status(code).JSON(body)
 }
 
 func readyz(checks []Check) fiber.Handler {

@@ -141,7 +141,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			return fiber.Map{"enabled": true, "last": sched.Last()}
 		},
-		Ingest: col.Handle,
+		Ingest:      col.Handle,
+		BodyRefused: col.BodyRefused,
 		IngestStatus: func() any {
 			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats()}
 		},
