@@ -10,7 +10,7 @@ RATE   ?= 5000
 LISTEN ?= 127.0.0.1:8080
 FUZZTIME ?= 10s
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go clean
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka clean
 
 all: build
 
@@ -52,6 +52,12 @@ bench-query:
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
+
+# Kafka through ClickHouse's engine (kfake broker in process): messages/s
+# into the aggregates, and produce → visible in the API.
+bench-kafka: build
+	$(BIN) services install
+	CLICKAGG_E2E=1 $(GO) test -run '^$$' -bench . -benchtime 3x -count 3 ./kafkaengine
 
 clean:
 	rm -rf bin

@@ -150,6 +150,10 @@ type request struct {
 	fps      []uint64
 	verdicts []dedup.Verdict
 	hours    []time.Time
+	now      time.Time
+	ev       clickagg.Event // for Messages
+	rejected [16]int64      // by field, added to the totals only when answered
+	reasons  [8]int64       // by clickagg.RejectReason
 	body     bytes.Buffer
 	gz       *gzip.Reader
 	ans      Answer
@@ -187,48 +191,12 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	}
 
 	now := c.o.Now().UTC()
-	r.rows.Reset()
-	r.rows.SetReceived(now)
-	r.dead.Reset()
-	r.fps = r.fps[:0]
-	r.ans = Answer{Errors: r.ans.Errors[:0]}
-	var rejected [16]int64 // by field, added to the totals only when the request is answered
-	var reasons [8]int64
-	oldest, newest := now.Add(-c.o.AllowedLateness), now.Add(c.o.MaxFutureSkew)
+	r.begin(now)
 	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return errTooMany
 		}
-		reason := clickagg.ReasonInvalidField
-		var fe *clickagg.FieldError
-		switch {
-		case err == nil && ev.Time.Before(oldest):
-			reason, fe = clickagg.ReasonTooLate, &clickagg.FieldError{Field: "ts", Message: "older than the allowed lateness of " + c.o.AllowedLateness.String()}
-		case err == nil && ev.Time.After(newest):
-			reason, fe = clickagg.ReasonFuture, &clickagg.FieldError{Field: "ts", Message: "more than " + c.o.MaxFutureSkew.String() + " ahead of the server clock"}
-		case err == nil:
-			r.rows.Append(ev, false)
-			if c.o.Dedup != nil {
-				r.fps = append(r.fps, dedup.Fingerprint(ev.EventID))
-			}
-			return nil
-		case !errors.As(err, &fe):
-			return err
-		case fe.Field == "":
-			reason = clickagg.ReasonInvalidJSON
-		}
-		r.ans.Rejected++
-		rejected[fieldIndex(fe.Field)]++
-		reasons[reason]++
-		field := fe.Field
-		if field == "" {
-			field = "json"
-		}
-		if len(r.ans.Errors) < c.o.MaxErrors {
-			r.ans.Errors = append(r.ans.Errors, EventError{Index: i, Field: field, Message: fe.Message})
-		}
-		r.dead.Append(now, clickagg.SourceHTTP, reason, fe.Field, fe.Message, ev.EventID, raw)
-		return nil
+		return c.take(r, clickagg.SourceHTTP, i, raw, ev, err)
 	})
 	switch {
 	case errors.Is(err, errTooMany):
@@ -247,20 +215,97 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	if err := c.commit(r, now); err != nil {
 		return c.addFailed(ctx, err)
 	}
+	c.tally(r)
+	return ctx.JSON(&r.ans)
+}
+
+// Messages commits a batch of messages that hold one JSON event each (what
+// Kafka carries), exactly as Handle commits a request: new events counted,
+// resends marked, bad ones in dead_letters with src. An error means nothing
+// of the batch is acknowledged and all of it must be offered again; a resend
+// is then recognised as such.
+func (c *Collector) Messages(ctx context.Context, src clickagg.Source, msgs [][]byte) (Answer, error) {
+	r := c.state.Get().(*request)
+	defer c.state.Put(r)
+	now := c.o.Now().UTC()
+	r.begin(now)
+	for i, m := range msgs {
+		r.ev = clickagg.Event{} // a message that is not JSON leaves it as it was
+		err := r.dec.Decode(m, &r.ev)
+		if err := c.take(r, src, i, m, &r.ev, err); err != nil {
+			return Answer{}, err
+		}
+	}
+	if err := c.commit(r, now); err != nil {
+		return Answer{}, err
+	}
+	c.tally(r)
+	ans := r.ans
+	ans.Errors = append([]EventError(nil), r.ans.Errors...)
+	return ans, nil
+}
+
+// begin readies r for a new request received at now.
+func (r *request) begin(now time.Time) {
+	r.rows.Reset()
+	r.rows.SetReceived(now)
+	r.dead.Reset()
+	r.fps = r.fps[:0]
+	r.ans = Answer{Errors: r.ans.Errors[:0]}
+	r.rejected, r.reasons = [16]int64{}, [8]int64{}
+	r.now = now
+}
+
+// take sorts one decoded event of r into its rows or its dead letters.
+func (c *Collector) take(r *request, src clickagg.Source, i int, raw []byte, ev *clickagg.Event, err error) error {
+	reason := clickagg.ReasonInvalidField
+	var fe *clickagg.FieldError
+	switch {
+	case err == nil && ev.Time.Before(r.now.Add(-c.o.AllowedLateness)):
+		reason, fe = clickagg.ReasonTooLate, &clickagg.FieldError{Field: "ts", Message: "older than the allowed lateness of " + c.o.AllowedLateness.String()}
+	case err == nil && ev.Time.After(r.now.Add(c.o.MaxFutureSkew)):
+		reason, fe = clickagg.ReasonFuture, &clickagg.FieldError{Field: "ts", Message: "more than " + c.o.MaxFutureSkew.String() + " ahead of the server clock"}
+	case err == nil:
+		r.rows.Append(ev, false)
+		if c.o.Dedup != nil {
+			r.fps = append(r.fps, dedup.Fingerprint(ev.EventID))
+		}
+		return nil
+	case !errors.As(err, &fe):
+		return err
+	case fe.Field == "":
+		reason = clickagg.ReasonInvalidJSON
+	}
+	r.ans.Rejected++
+	r.rejected[fieldIndex(fe.Field)]++
+	r.reasons[reason]++
+	field := fe.Field
+	if field == "" {
+		field = "json"
+	}
+	if len(r.ans.Errors) < c.o.MaxErrors {
+		r.ans.Errors = append(r.ans.Errors, EventError{Index: i, Field: field, Message: fe.Message})
+	}
+	r.dead.Append(r.now, src, reason, fe.Field, fe.Message, ev.EventID, raw)
+	return nil
+}
+
+// tally adds an answered request to the running totals; rejections count
+// only once the request is answered, so a resent one is not counted twice.
+func (c *Collector) tally(r *request) {
 	c.accepted.Add(int64(r.ans.Accepted))
 	c.duplicates.Add(int64(r.ans.Duplicates))
 	c.rejected.Add(int64(r.ans.Rejected))
-	for i, n := range rejected[:len(Fields)] {
+	for i, n := range r.rejected[:len(Fields)] {
 		if n > 0 {
 			c.byField[i].Add(n)
 		}
 	}
-	for i, n := range reasons {
+	for i, n := range r.reasons {
 		if n > 0 {
 			c.byReason[i].Add(n)
 		}
 	}
-	return ctx.JSON(&r.ans)
 }
 
 var errTooMany = errors.New("too many events")

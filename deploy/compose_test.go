@@ -547,3 +547,49 @@ func TestDockerignore(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeKafka checks the Kafka wiring: a KRaft broker, the topic
+// created before ClickHouse is told to consume it, ClickHouse configured to
+// read a new group from the start, and clickagg asking the broker for lag.
+func TestComposeKafka(t *testing.T) {
+	p := loadProject(t, nil)
+	k := service(t, p, "kafka")
+	if name, tag := splitImage(k.Image); name != "apache/kafka" || strings.Count(tag, ".") < 1 {
+		t.Errorf("kafka image %q: want apache/kafka pinned to major.minor", k.Image)
+	}
+	if envValue(t, k, "KAFKA_PROCESS_ROLES") != "broker,controller" {
+		t.Errorf("kafka is not in KRaft mode")
+	}
+	if !strings.Contains(envValue(t, k, "KAFKA_ADVERTISED_LISTENERS"), "//kafka:9092") {
+		t.Errorf("kafka does not advertise kafka:9092 to the other services")
+	}
+	setup := service(t, p, "kafka-setup")
+	if cmd := strings.Join(setup.Command, " "); !strings.Contains(cmd, "--create") || !strings.Contains(cmd, "--topic ad-events") {
+		t.Errorf("kafka-setup command %q does not create ad-events", cmd)
+	}
+	enable := service(t, p, "kafka-enable")
+	if cmd := strings.Join(enable.Command, " "); cmd != "kafka enable --brokers kafka:9092 --topic ad-events --group clickagg" {
+		t.Errorf("kafka-enable command %q", cmd)
+	}
+	for dep, cond := range map[string]string{"clickagg": types.ServiceConditionHealthy, "kafka-setup": types.ServiceConditionCompletedSuccessfully} {
+		if d, ok := enable.DependsOn[dep]; !ok || d.Condition != cond {
+			t.Errorf("kafka-enable depends_on %s = %+v, want %s", dep, d, cond)
+		}
+	}
+	if envValue(t, service(t, p, "clickagg"), "CLICKAGG_KAFKA_BROKERS") != "kafka:9092" {
+		t.Errorf("clickagg cannot read the group's lag")
+	}
+	mounted := false
+	for _, v := range service(t, p, "clickhouse").Volumes {
+		if strings.HasSuffix(v.Source, filepath.Join("deploy", "clickhouse", "kafka.xml")) && strings.HasPrefix(v.Target, "/etc/clickhouse-server/config.d/") {
+			mounted = true
+			b, err := os.ReadFile(v.Source)
+			if err != nil || !strings.Contains(string(b), "<auto_offset_reset>earliest</auto_offset_reset>") {
+				t.Errorf("%s: %v, want auto_offset_reset earliest", v.Source, err)
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("clickhouse does not mount deploy/clickhouse/kafka.xml into config.d")
+	}
+}

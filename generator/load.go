@@ -160,12 +160,12 @@ func startProgress(w io.Writer, st *stats) (stop func()) {
 
 // produce fills batches from src at the paced rate until ctx is done.
 func produce(ctx context.Context, src *Source, o LoadOptions, queue, free chan *batch) {
-	pace := newPacer(o.Rate)
+	pace := NewPacer(o.Rate)
 	var zw *gzip.Writer
 	if o.Gzip {
 		zw = gzip.NewWriter(io.Discard)
 	}
-	for pace.wait(ctx, o.Batch) == nil {
+	for pace.Wait(ctx, o.Batch) == nil {
 		var b *batch
 		select {
 		case b = <-free:

@@ -9,23 +9,24 @@ import (
 // forgives the backlog rather than bursting to catch up.
 const maxDebt = time.Second
 
-// pacer spaces events evenly at rate per second; rate <= 0 means no limit.
-type pacer struct {
+// Pacer spaces events evenly at rate per second; rate <= 0 means no limit.
+type Pacer struct {
 	rate   float64
 	origin time.Time
 	done   int64 // events already let through
 	timer  *time.Timer
 }
 
-func newPacer(rate int) *pacer {
+// NewPacer returns a Pacer starting now.
+func NewPacer(rate int) *Pacer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &pacer{rate: float64(rate), origin: time.Now(), timer: t}
+	return &Pacer{rate: float64(rate), origin: time.Now(), timer: t}
 }
 
-// wait returns when n more events are due, so at any time at most
+// Wait returns when n more events are due, so at any time at most
 // rate × elapsed events have been let through.
-func (p *pacer) wait(ctx context.Context, n int) error {
+func (p *Pacer) Wait(ctx context.Context, n int) error {
 	p.done += int64(n)
 	if p.rate <= 0 {
 		return ctx.Err()

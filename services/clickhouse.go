@@ -133,6 +133,9 @@ var configXML = template.Must(template.New("config.xml").Funcs(templateFuncs).Pa
   <format_schema_path>{{xml .Dir}}/format_schemas/</format_schema_path>
   <users_config>users.xml</users_config>
   <default_profile>default</default_profile>
+  <!-- The server's own work, Kafka engine consumers included, runs with the
+       kafka_engine profile (users.xml). -->
+  <system_profile>kafka_engine</system_profile>
   <default_database>default</default_database>
   <mark_cache_size>536870912</mark_cache_size>
   <timezone>UTC</timezone>
@@ -143,12 +146,32 @@ var configXML = template.Must(template.New("config.xml").Funcs(templateFuncs).Pa
 
 // stream_flush_interval_ms: Kafka engine tables land a block every 0.5 s
 // instead of every 7.5 s.
+//
+// kafka_engine is the system profile, the settings of the server's own
+// work. On 18.16 a Kafka engine table reads with them, and no input format
+// there takes a message as it is: kafkaengine reads each message as the one
+// field of a CSV row whose delimiter is DEL (0x7f), with quoting off, so that
+// JSON of any shape is a single String; a row that still fails (a message
+// holding DEL) is skipped instead of blocking its partition. Sessions start
+// from the system profile's values, so the default profile sets the CSV
+// settings back for users.
 var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0"?>
 <yandex>
   <profiles>
     <default>
       <stream_flush_interval_ms>500</stream_flush_interval_ms>
+      <format_csv_delimiter>,</format_csv_delimiter>
+      <format_csv_allow_single_quotes>1</format_csv_allow_single_quotes>
+      <format_csv_allow_double_quotes>1</format_csv_allow_double_quotes>
+      <input_format_allow_errors_num>0</input_format_allow_errors_num>
     </default>
+    <kafka_engine>
+      <stream_flush_interval_ms>500</stream_flush_interval_ms>
+      <format_csv_delimiter>&#127;</format_csv_delimiter>
+      <format_csv_allow_single_quotes>0</format_csv_allow_single_quotes>
+      <format_csv_allow_double_quotes>0</format_csv_allow_double_quotes>
+      <input_format_allow_errors_num>1000000000</input_format_allow_errors_num>
+    </kafka_engine>
   </profiles>
   <users>
     <default>

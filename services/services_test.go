@@ -50,6 +50,14 @@ func TestClickHouseStopStart(t *testing.T) {
 	if got := query(t, c.HTTPURL(), "SELECT value FROM system.settings WHERE name = 'stream_flush_interval_ms'"); got != "500" {
 		t.Errorf("stream_flush_interval_ms = %q, want 500 from users.xml", got)
 	}
+	// The kafka_engine system profile changes CSV for the server's own
+	// consumers only; sessions keep the usual CSV.
+	if got := query(t, c.HTTPURL(), "SELECT 'a,b' AS x, 1 AS y FORMAT CSV"); got != `"a,b",1` {
+		t.Errorf("CSV for users = %q, want the usual comma-separated quoting", got)
+	}
+	if got := query(t, c.HTTPURL(), "SELECT value FROM system.settings WHERE name = 'input_format_allow_errors_num'"); got != "0" {
+		t.Errorf("input_format_allow_errors_num for users = %q, want 0", got)
+	}
 
 	pid, httpPort, tcpPort := c.PID(), c.HTTPPort, c.TCPPort
 	if err := c.Stop(); err != nil {

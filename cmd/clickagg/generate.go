@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg/generator"
+	"github.com/clickagg/clickagg/kafka"
 )
 
 // genFlags are the generator flags shared by generate and serve.
@@ -53,10 +55,16 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var listen string
 	f.listen(&listen)
 	f.str(&g.load.Target, "target", "CLICKAGG_GENERATE_TARGET", "", "collector base URL (default http://<listen>)")
+	var brokers, topic string
+	f.str(&brokers, "kafka", "CLICKAGG_GENERATE_KAFKA", "", "produce to these Kafka brokers (host:port[,...]) instead of posting to the collector")
+	f.str(&topic, "topic", "CLICKAGG_KAFKA_TOPIC", "ad-events", "Kafka topic, with --kafka")
 	if err := f.parse(args, 0); err != nil {
 		return err
 	}
 	src, load := g.options()
+	if brokers != "" {
+		return generateKafka(ctx, generator.New(src), brokers, topic, load, stdout, stderr)
+	}
 	if load.Target == "" {
 		load.Target = "http://" + listen
 	}
@@ -67,4 +75,38 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return nil // interrupted on purpose
 	}
 	return err
+}
+
+// generateKafka produces the generated events to a topic, one per message,
+// keyed by ad_id so that an ad's events keep their order in one partition.
+func generateKafka(ctx context.Context, src *generator.Source, brokers, topic string, load generator.LoadOptions, stdout, stderr io.Writer) error {
+	kc, err := kafka.Dial(brokers)
+	if err != nil {
+		return err
+	}
+	defer kc.Close()
+	o := kafka.ProduceOptions{Topic: topic, Duration: load.Duration, Progress: stderr}
+	if load.Rate > 0 {
+		o.Pace = generator.NewPacer(load.Rate).Wait
+	}
+	rep, err := kc.Produce(ctx, src.AppendNext, adID, o)
+	fmt.Fprintln(stdout, rep.String())
+	if ctx.Err() != nil {
+		return nil // interrupted on purpose
+	}
+	return err
+}
+
+// adID is the ad_id of a generated event, which writes it as a string.
+func adID(ev []byte) []byte {
+	const key = `"ad_id":"`
+	i := bytes.Index(ev, []byte(key))
+	if i < 0 {
+		return nil
+	}
+	v := ev[i+len(key):]
+	if j := bytes.IndexByte(v, '"'); j >= 0 {
+		return v[:j]
+	}
+	return nil
 }

@@ -25,6 +25,7 @@ var commands = []command{
 	{"services", "local ClickHouse and Redis without Docker: up, down, status, install", runServices},
 	{"reconcile", "compare the aggregates with raw events over a range; --fix corrects them", runReconcile},
 	{"replay", "rebuild the aggregates of a range from raw events", runReplay},
+	{"kafka", "let ClickHouse consume a Kafka topic into the same tables: enable, disable, status", runKafka},
 }
 
 func usage(w io.Writer) {

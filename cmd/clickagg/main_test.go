@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
@@ -114,6 +116,7 @@ func TestLocalWorkflow(t *testing.T) {
 	if status.Collector.Accepted == 0 || status.Collector.Accepted != status.Ingestor.CommittedRows {
 		t.Errorf("ingest status %+v", status)
 	}
+	kafkaAccepted := kafkaWorkflow(t, ctx, listen)
 	// The scheduled reconciliation ran at start and found the aggregates
 	// equal to the raw events.
 	var recon struct {
@@ -153,8 +156,8 @@ func TestLocalWorkflow(t *testing.T) {
 			accepted = strings.Fields(f)[1]
 		}
 	}
-	if strings.TrimSpace(n) != accepted {
-		t.Errorf("%s events in ClickHouse, generator saw %s accepted (%s)", strings.TrimSpace(n), accepted, out)
+	if want := fmt.Sprint(mustAtoi(t, accepted) + kafkaAccepted); strings.TrimSpace(n) != want {
+		t.Errorf("%s events in ClickHouse, want %s: %s accepted over HTTP (%s), %d from Kafka", strings.TrimSpace(n), want, accepted, out, kafkaAccepted)
 	}
 	if _, errs, code := clickagg(t, ctx, "migrate", "down", "--yes"); code != 0 {
 		t.Fatalf("migrate down: %s", errs)
@@ -165,6 +168,69 @@ func TestLocalWorkflow(t *testing.T) {
 	if st, _ := services.Read(o); st.ClickHouseUp || st.RedisUp {
 		t.Fatalf("still up after down: %+v", st)
 	}
+}
+
+func mustAtoi(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// kafkaWorkflow enables the Kafka path against an in-process broker,
+// produces with 'generate --kafka' and waits for the running serve to have
+// drained it all; it returns the events accepted from Kafka.
+func kafkaWorkflow(t *testing.T, ctx context.Context, listen string) int64 {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "ad-events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	broker := cluster.ListenAddrs()[0]
+	if out, errs, code := clickagg(t, ctx, "kafka", "enable", "--brokers", broker); code != 0 || !strings.Contains(out, "consumes ad-events") {
+		t.Fatalf("kafka enable: %d %s %s", code, out, errs)
+	}
+	defer func() {
+		if _, errs, code := clickagg(t, ctx, "kafka", "disable"); code != 0 {
+			t.Errorf("kafka disable: %s", errs)
+		}
+	}()
+	out, errs, code := clickagg(t, ctx, "generate", "--kafka", broker, "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
+	var sent, acked int64
+	if _, err := fmt.Sscanf(out, "kafka: %d sent, %d acknowledged, 0 failed", &sent, &acked); code != 0 || err != nil || acked == 0 || acked != sent {
+		t.Fatalf("generate --kafka: %d %q %s %v", code, out, errs, err)
+	}
+	var status struct {
+		Kafka struct {
+			Enabled bool
+			Lag     *struct{ Total int64 }
+			Drain   struct{ Accepted int64 }
+		}
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + listen + "/v1/ingest/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(resp.Body).Decode(&status)
+		resp.Body.Close()
+		if status.Kafka.Drain.Accepted == acked && status.Kafka.Lag != nil && status.Kafka.Lag.Total == 0 {
+			break
+		}
+	}
+	if !status.Kafka.Enabled || status.Kafka.Drain.Accepted != acked || status.Kafka.Lag == nil || status.Kafka.Lag.Total != 0 {
+		t.Fatalf("kafka status %+v, want %d accepted and no lag", status.Kafka, acked)
+	}
+	if out, _, code := clickagg(t, ctx, "kafka", "status"); code != 0 || !strings.Contains(out, `"enabled": true`) {
+		t.Errorf("kafka status: %s", out)
+	}
+	if out, errs, code := clickagg(t, ctx, "kafka", "verify", "--fix"); code != 0 || !strings.Contains(out, fmt.Sprintf(": %d messages, 0 missing", acked)) {
+		t.Errorf("kafka verify: %d %s %s", code, out, errs)
+	}
+	return acked
 }
 
 func TestHelpAndUsage(t *testing.T) {

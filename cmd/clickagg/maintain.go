@@ -35,6 +35,9 @@ func (m pastMarker) changed(rngs ...agg.Range) {
 type janitorOptions struct {
 	dedupHorizon        time.Duration
 	deadLetterRetention time.Duration
+	kafkaInboxRetention time.Duration
+	// inboxWatermark is how far kafka_inbox is drained: nothing newer goes.
+	inboxWatermark func() time.Time
 }
 
 // runJanitor drops expired partitions every 10 minutes: retention without
@@ -44,11 +47,20 @@ func runJanitor(ctx context.Context, store *chstore.Store, o janitorOptions, log
 	defer tick.Stop()
 	for {
 		now := time.Now()
+		inbox := now.Add(-o.kafkaInboxRetention)
+		if o.inboxWatermark != nil {
+			inbox = minTime(inbox, o.inboxWatermark())
+		}
 		for _, t := range []struct {
-			table string
-			keep  time.Duration
-		}{{"recent_event_ids", o.dedupHorizon + time.Hour}, {"dead_letters", o.deadLetterRetention}} {
-			dropped, err := store.DropPartitionsBefore(ctx, t.table, now.Add(-t.keep))
+			table  string
+			cutoff time.Time
+		}{
+			{"recent_event_ids", now.Add(-o.dedupHorizon - time.Hour)},
+			{"dead_letters", now.Add(-o.deadLetterRetention)},
+			{"kafka_inbox", inbox},
+			{"kafka_inbox_progress", inbox},
+		} {
+			dropped, err := store.DropPartitionsBefore(ctx, t.table, t.cutoff)
 			if err != nil && ctx.Err() == nil {
 				log.Warn("retention", "table", t.table, "err", err)
 			} else if len(dropped) > 0 {
@@ -61,4 +73,11 @@ func runJanitor(ctx context.Context, store *chstore.Store, o janitorOptions, log
 		case <-tick.C:
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

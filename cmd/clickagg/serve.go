@@ -21,6 +21,7 @@ import (
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
+	"github.com/clickagg/clickagg/kafkaengine"
 	"github.com/clickagg/clickagg/queryapi"
 	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/schema"
@@ -39,6 +40,10 @@ type serveConfig struct {
 	janitor           janitorOptions
 	recon             reconcile.SchedulerOptions
 	noReconcile       bool
+	kafkaBrokers      string
+	drainOpts         kafkaengine.DrainOptions
+	verifyEvery       time.Duration
+	verifyWindow      time.Duration
 	g                 genFlags
 }
 
@@ -66,6 +71,10 @@ func (c *serveConfig) register(f *flags) {
 	f.int(&c.recon.DailyDays, "reconcile-daily-days", "CLICKAGG_RECONCILE_DAILY_DAYS", 7, "once a day, reconcile this many previous whole days")
 	f.bool(&c.recon.Fix, "reconcile-fix", "CLICKAGG_RECONCILE_FIX", true, "write corrections; false only reports differences")
 	f.bool(&c.noReconcile, "no-reconcile", "CLICKAGG_NO_RECONCILE", false, "do not reconcile inside serve (run 'clickagg reconcile' from cron instead)")
+	f.str(&c.kafkaBrokers, "kafka-brokers", "CLICKAGG_KAFKA_BROKERS", "", "Kafka brokers as clickagg reaches them, for the lag in /v1/ingest/status (default: the ones ClickHouse uses)")
+	f.dur(&c.verifyEvery, "kafka-verify-every", "CLICKAGG_KAFKA_VERIFY_EVERY", 10*time.Minute, "how often the topic is compared with kafka_inbox and lost messages landed again (0: never)")
+	f.dur(&c.verifyWindow, "kafka-verify-window", "CLICKAGG_KAFKA_VERIFY_WINDOW", 15*time.Minute, "how much of the topic each verification reads back (about 24 bytes of memory per message)")
+	f.dur(&c.janitor.kafkaInboxRetention, "kafka-inbox-retention", "CLICKAGG_KAFKA_INBOX_RETENTION", 24*time.Hour, "how long drained Kafka messages stay in kafka_inbox")
 	c.g.register(f, "generate-", 0)
 }
 
@@ -124,13 +133,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// connection it uses is closed (the defers run in reverse).
 	var background sync.WaitGroup
 	defer background.Wait()
-	background.Go(func() { runJanitor(ctx, store, c.janitor, log) })
+	// Events ClickHouse consumed from Kafka go through the same collector.
+	c.drainOpts.Logger = log
+	drain := kafkaengine.NewDrain(conn, col, c.drainOpts)
+	background.Go(func() { drain.Run(ctx) })
+	c.janitor.inboxWatermark = func() time.Time { return drain.Stats().Watermark }
+	verifier := &kafkaVerifier{conn: conn, brokers: c.kafkaBrokers, every: c.verifyEvery, window: c.verifyWindow, log: log}
+	background.Go(func() { verifier.run(ctx) })
 	var sched *reconcile.Scheduler
 	if !c.noReconcile {
 		c.recon.Logger = log
 		sched = reconcile.NewScheduler(reconcile.New(conn, reconcile.Options{OnFixed: func(r agg.Range) { marker.changed(r) }}), c.recon)
 		background.Go(func() { sched.Run(ctx) })
 	}
+	background.Go(func() { runJanitor(ctx, store, c.janitor, log) })
 	app := queryapi.New(queryapi.Options{
 		Metrics:    cached,
 		Direct:     store,
@@ -144,7 +160,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Ingest:      col.Handle,
 		BodyRefused: col.BodyRefused,
 		IngestStatus: func() any {
-			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats()}
+			ks := kafkaStatus(ctx, conn, c.kafkaBrokers)
+			ds := drain.Stats()
+			ks.Drain = &ds
+			ks.Verify = verifier.last()
+			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats(), "kafka": ks}
 		},
 		BodyLimit: max(c.co.MaxBodyBytes*2, 1<<20),
 		Checks: []queryapi.Check{

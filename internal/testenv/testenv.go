@@ -196,7 +196,12 @@ func (db ClickHouseDB) Options() chclient.Options {
 // Migrated returns a fresh database with the embedded schema applied.
 func Migrated(t testing.TB) ClickHouseDB {
 	t.Helper()
-	db := ClickHouse(t)
+	return Migrate(t, ClickHouse(t))
+}
+
+// Migrate applies the schema migrations to db and returns it.
+func Migrate(t testing.TB, db ClickHouseDB) ClickHouseDB {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, err := schema.NewMigrator(ctx, db.Options())

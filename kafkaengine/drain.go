@@ -1,0 +1,341 @@
+package kafkaengine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/collector"
+)
+
+// Sink takes a batch of messages; *collector.Collector implements it. An
+// error means none of the batch is acknowledged.
+type Sink interface {
+	Messages(ctx context.Context, src clickagg.Source, msgs [][]byte) (collector.Answer, error)
+}
+
+// DrainOptions configures a Drain. The zero value works.
+type DrainOptions struct {
+	// Poll is the pause between looks at the inbox when it is drained;
+	// default 200 ms.
+	Poll time.Duration
+	// Settle is how long after its received_at a row may still become
+	// visible (the view stamps rows before their block is written); rows of
+	// the last Settle are counted again on every poll. Default 1 minute.
+	Settle time.Duration
+	// MaxBatch is the most rows passed to the sink at once; default 50000.
+	MaxBatch int
+	// Timeout bounds each query; default 30 s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+func (o *DrainOptions) setDefaults() {
+	if o.Poll == 0 {
+		o.Poll = 200 * time.Millisecond
+	}
+	if o.Settle == 0 {
+		o.Settle = time.Minute
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 50000
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// hotSeconds is how long the ids of drained rows are remembered, so that a
+// second still filling can be drained again without its first rows. A row
+// that shows up later than this within Settle makes its whole second go
+// through again: the dedup set recognises the events already counted.
+const hotSeconds = 10
+
+// Drain passes kafka_inbox through a Sink in order of received_at and keeps
+// its progress in kafka_inbox_progress, so a restart goes on where it was.
+//
+// Every row before the watermark has been drained. A second at or after it
+// is done when as many of its rows were drained as the inbox holds; the
+// watermark moves up to the oldest second that is not done, but never into
+// the last Settle.
+type Drain struct {
+	conn driver.Conn
+	sink Sink
+	o    DrainOptions
+
+	done      map[uint32]int    // second → rows drained
+	seen      map[uint64]uint32 // row id → its second, for seconds from forgotten on
+	forgotten uint32            // the ids of seconds before it are forgotten
+	written   uint32            // watermark last stored
+
+	mu        sync.Mutex // guards the fields below, read by Stats
+	watermark uint32
+	pending   int64 // rows in the inbox not drained, at the last poll
+	lastErr   string
+	rate      [2]mark // drained rows at two times, for RowsPerSec
+
+	drained, accepted, duplicates, rejected, errs atomic.Int64
+}
+
+// NewDrain returns a Drain reading conn's database and writing to sink.
+func NewDrain(conn driver.Conn, sink Sink, o DrainOptions) *Drain {
+	o.setDefaults()
+	return &Drain{conn: conn, sink: sink, o: o, done: map[uint32]int{}, seen: map[uint64]uint32{}}
+}
+
+// DrainStats describe the drain.
+type DrainStats struct {
+	Watermark   time.Time `json:"watermark"`    // everything received before it is drained
+	PendingRows int64     `json:"pending_rows"` // in kafka_inbox, not yet drained
+	Drained     int64     `json:"drained_rows"`
+	Accepted    int64     `json:"accepted"`
+	Duplicates  int64     `json:"duplicates"`
+	Rejected    int64     `json:"rejected"`
+	RowsPerSec  float64   `json:"rows_per_sec"` // drained, over the last few seconds
+	Errors      int64     `json:"errors"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// Stats returns running totals.
+func (d *Drain) Stats() DrainStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := DrainStats{
+		Watermark: time.Unix(int64(d.watermark), 0).UTC(), PendingRows: d.pending,
+		Drained: d.drained.Load(), Accepted: d.accepted.Load(), Duplicates: d.duplicates.Load(),
+		Rejected: d.rejected.Load(), Errors: d.errs.Load(), LastError: d.lastErr,
+	}
+	if a, b := d.rate[0], d.rate[1]; !a.t.IsZero() && b.t.After(a.t) {
+		s.RowsPerSec = float64(b.n-a.n) / b.t.Sub(a.t).Seconds()
+	}
+	return s
+}
+
+// Run drains until ctx ends. Errors are counted, logged and retried.
+func (d *Drain) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		more, err := d.Poll(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.errs.Add(1)
+			d.mu.Lock()
+			d.lastErr = err.Error()
+			d.mu.Unlock()
+			d.o.Logger.Warn("kafka inbox drain", "err", err)
+		}
+		if more && err == nil {
+			continue
+		}
+		pause := d.o.Poll
+		if err != nil {
+			pause = max(pause, time.Second)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+	}
+}
+
+// Poll drains one batch; more reports that rows are left.
+func (d *Drain) Poll(ctx context.Context) (more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	if d.watermark == 0 {
+		if err := d.loadWatermark(ctx); err != nil {
+			return false, err
+		}
+	}
+	counts, now, err := d.count(ctx)
+	if err != nil {
+		return false, err
+	}
+	// The seconds to read: from the first that is not done, until MaxBatch.
+	var from, to uint32
+	var want int
+	need := map[uint32]bool{}
+	for _, c := range counts {
+		if c.n <= d.done[c.sec] {
+			continue
+		}
+		if want > 0 && want+c.n-d.done[c.sec] > d.o.MaxBatch {
+			more = true
+			break
+		}
+		if want == 0 {
+			from = c.sec
+		}
+		to, want = c.sec, want+c.n-d.done[c.sec]
+		need[c.sec] = true
+	}
+	if want > 0 {
+		if err := d.drain(ctx, from, to, need); err != nil {
+			return false, err
+		}
+	}
+	d.advance(counts, now)
+	return more, d.storeWatermark(ctx)
+}
+
+type mark struct {
+	t time.Time
+	n int64
+}
+
+type secondCount struct {
+	sec uint32
+	n   int
+}
+
+// count returns the rows per second from the watermark on, and the
+// server's clock, which stamped them.
+func (d *Drain) count(ctx context.Context) ([]secondCount, uint32, error) {
+	var now uint32
+	if err := d.conn.QueryRow(ctx, "SELECT toUInt32(now())").Scan(&now); err != nil {
+		return nil, 0, fmt.Errorf("read server clock: %w", err)
+	}
+	rows, err := d.conn.Query(ctx, "SELECT toUInt32(received_at) AS s, count() FROM kafka_inbox "+
+		"WHERE received_at >= toDateTime(?) GROUP BY s ORDER BY s", d.watermark)
+	if err != nil {
+		return nil, 0, fmt.Errorf("count kafka_inbox: %w", err)
+	}
+	defer rows.Close()
+	var out []secondCount
+	for rows.Next() {
+		var s uint32
+		var n uint64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, 0, fmt.Errorf("count kafka_inbox: %w", err)
+		}
+		out = append(out, secondCount{s, int(n)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("count kafka_inbox: %w", err)
+	}
+	return out, now, nil
+}
+
+// drain passes the rows of the needed seconds in [from, to] not drained
+// yet to the sink.
+func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool) error {
+	rows, err := d.conn.Query(ctx, "SELECT toUInt32(received_at), id, raw FROM kafka_inbox "+
+		"WHERE received_at >= toDateTime(?) AND received_at <= toDateTime(?)", from, to)
+	if err != nil {
+		return fmt.Errorf("read kafka_inbox: %w", err)
+	}
+	defer rows.Close()
+	var (
+		msgs [][]byte
+		ids  []uint64
+		secs []uint32
+	)
+	again := map[uint32]bool{} // seconds no longer hot that are drained whole again
+	for rows.Next() {
+		var s uint32
+		var id uint64
+		var raw string
+		if err := rows.Scan(&s, &id, &raw); err != nil {
+			return fmt.Errorf("read kafka_inbox: %w", err)
+		}
+		if _, ok := d.seen[id]; ok || !need[s] {
+			continue
+		}
+		if d.done[s] > 0 && s < d.forgotten {
+			again[s] = true
+		}
+		msgs, ids, secs = append(msgs, []byte(raw)), append(ids, id), append(secs, s)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read kafka_inbox: %w", err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	ans, err := d.sink.Messages(ctx, clickagg.SourceKafka, msgs)
+	if err != nil {
+		return fmt.Errorf("commit kafka messages: %w", err)
+	}
+	d.drained.Add(int64(len(msgs)))
+	d.accepted.Add(int64(ans.Accepted))
+	d.duplicates.Add(int64(ans.Duplicates))
+	d.rejected.Add(int64(ans.Rejected))
+	for s := range again {
+		d.done[s] = 0
+	}
+	for i, id := range ids {
+		d.done[secs[i]]++
+		if secs[i] >= d.forgotten {
+			d.seen[id] = secs[i]
+		}
+	}
+	return nil
+}
+
+// advance moves the watermark and forgets what is below it.
+func (d *Drain) advance(counts []secondCount, now uint32) {
+	settle := uint32(d.o.Settle / time.Second)
+	wm := max(d.watermark, now-min(now, settle))
+	var pending int64
+	for _, c := range counts {
+		if left := c.n - d.done[c.sec]; left > 0 {
+			pending += int64(left)
+			wm = min(wm, c.sec)
+		}
+	}
+	if f := now - min(now, hotSeconds); f > d.forgotten {
+		d.forgotten = f
+		for id, s := range d.seen {
+			if s < f {
+				delete(d.seen, id)
+			}
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.watermark, d.pending = max(d.watermark, wm), pending
+	for s := range d.done {
+		if s < d.watermark {
+			delete(d.done, s)
+		}
+	}
+	if t := time.Now(); d.rate[1].t.IsZero() || t.Sub(d.rate[1].t) >= 5*time.Second {
+		d.rate[0], d.rate[1] = d.rate[1], mark{t, d.drained.Load()}
+	}
+}
+
+// loadWatermark starts from the stored progress, or from the oldest row.
+func (d *Drain) loadWatermark(ctx context.Context) error {
+	var wm, oldest uint32
+	err := d.conn.QueryRow(ctx, "SELECT (SELECT toUInt32(max(watermark)) FROM kafka_inbox_progress), "+
+		"(SELECT toUInt32(min(received_at)) FROM kafka_inbox)").Scan(&wm, &oldest)
+	if err != nil {
+		return fmt.Errorf("read kafka inbox progress: %w", err)
+	}
+	if wm == 0 {
+		wm = max(oldest, 1)
+	}
+	d.mu.Lock()
+	d.watermark, d.written = wm, wm
+	d.mu.Unlock()
+	return nil
+}
+
+// storeWatermark writes the watermark when it moved by 5 s or more.
+func (d *Drain) storeWatermark(ctx context.Context) error {
+	if d.watermark < d.written+5 {
+		return nil
+	}
+	if err := d.conn.Exec(ctx, "INSERT INTO kafka_inbox_progress (updated_at, watermark) SELECT now(), toDateTime(?)", d.watermark); err != nil {
+		return fmt.Errorf("store kafka inbox progress: %w", err)
+	}
+	d.written = d.watermark
+	return nil
+}

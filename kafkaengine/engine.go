@@ -1,0 +1,172 @@
+// Package kafkaengine is the Kafka path through ClickHouse: a Kafka engine
+// table consumes the topic and a materialized view lands every message,
+// unparsed, in kafka_inbox; a Drain then passes the inbox through the
+// collector, so Kafka events get the same checks, dedup and dead letters as
+// HTTP ones.
+//
+// Why raw: on ClickHouse 18.16 a message that its input format cannot parse
+// blocks its partition for good (kafka_skip_broken_messages does not exist
+// there), and materialized views do not cascade from a view's TO table, so a
+// view parsing straight into events would feed no aggregate. A one-String
+// row cannot fail to parse: modern servers read it with RawBLOB; 18.16 with
+// CSV under the kafka_engine system profile of services (DEL as delimiter,
+// quoting off, row errors skipped; see services/clickhouse.go).
+package kafkaengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg/chclient"
+)
+
+// Names of what Enable creates.
+const (
+	QueueTable = "kafka_queue"    // ENGINE = Kafka
+	QueueView  = "kafka_queue_mv" // kafka_queue → kafka_inbox
+)
+
+// Config is the consumer ClickHouse runs.
+type Config struct {
+	Brokers string // comma-separated host:port, as ClickHouse reaches them
+	Topic   string
+	Group   string // consumer group; default "clickagg"
+	// Consumers is kafka_num_consumers: at most the topic's partitions and
+	// the server's cores. Default 1.
+	Consumers int
+	// MaxBlockSize is kafka_max_block_size: messages per block at most
+	// (a block lands every stream_flush_interval_ms anyway). Default 65536.
+	MaxBlockSize int
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "clickagg"
+	}
+	if c.Consumers == 0 {
+		c.Consumers = 1
+	}
+	if c.MaxBlockSize == 0 {
+		c.MaxBlockSize = 65536
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// Validate reports the first setting that cannot be used.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case c.Brokers == "":
+		return errors.New("kafka brokers: none given")
+	case strings.ContainsAny(c.Brokers, `'\ `):
+		return fmt.Errorf("kafka brokers %q: not a host:port list", c.Brokers)
+	case !nameRE.MatchString(c.Topic):
+		return fmt.Errorf("kafka topic %q: letters, digits, '.', '_' and '-' only", c.Topic)
+	case !nameRE.MatchString(c.Group):
+		return fmt.Errorf("kafka group %q: letters, digits, '.', '_' and '-' only", c.Group)
+	case c.Consumers < 1 || c.MaxBlockSize < 1:
+		return errors.New("kafka consumers and block size must be positive")
+	}
+	return nil
+}
+
+// queueDDL is the Kafka engine table for the server's version.
+func queueDDL(c Config, v chclient.Version) string {
+	// RawBLOB takes a message as it is and cannot fail; the flush interval
+	// is what 18.16 takes from the profile's stream_flush_interval_ms.
+	format := `kafka_format = 'RawBLOB', kafka_flush_interval_ms = 500`
+	if !v.AtLeast(22, 1) {
+		// The CSV settings of the kafka_engine system profile make each
+		// message one field; the delimiter ends a message.
+		format = `kafka_format = 'CSV', kafka_row_delimiter = '\n'`
+	}
+	return fmt.Sprintf("CREATE TABLE %s (raw String) ENGINE = Kafka SETTINGS "+
+		"kafka_broker_list = '%s', kafka_topic_list = '%s', kafka_group_name = '%s', %s, "+
+		"kafka_num_consumers = %d, kafka_max_block_size = %d",
+		QueueTable, c.Brokers, c.Topic, c.Group, format, c.Consumers, c.MaxBlockSize)
+}
+
+const viewDDL = "CREATE MATERIALIZED VIEW " + QueueView + " TO kafka_inbox AS " +
+	"SELECT now() AS received_at, rand64() AS id, raw FROM " + QueueTable
+
+// Enable creates the Kafka engine table and its view, replacing them if
+// they exist with other settings. The group's committed offsets live in
+// Kafka, so re-enabling with the same group resumes where it stopped. The
+// schema migrations must have run (kafka_inbox).
+func Enable(ctx context.Context, conn driver.Conn, c Config) error {
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	v, err := chclient.ServerVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
+	want := queueDDL(c, v)
+	if cur, ok, err := Current(ctx, conn); err != nil {
+		return err
+	} else if ok && cur == c {
+		return nil
+	}
+	if err := Disable(ctx, conn); err != nil {
+		return err
+	}
+	if err := conn.Exec(ctx, want); err != nil {
+		return fmt.Errorf("create %s: %w", QueueTable, err)
+	}
+	if err := conn.Exec(ctx, viewDDL); err != nil {
+		return fmt.Errorf("create %s: %w", QueueView, err)
+	}
+	return nil
+}
+
+// Disable drops the view first, so no block is consumed without a place to
+// land, then the Kafka table. The inbox keeps what landed; the drain goes on.
+func Disable(ctx context.Context, conn driver.Conn) error {
+	for _, t := range []string{QueueView, QueueTable} {
+		if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+			return fmt.Errorf("drop %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+var settingRE = regexp.MustCompile(`(kafka_[a-z_]+) = ('[^']*'|\d+)`)
+
+// Current reads the settings of the Kafka engine table from its definition;
+// ok is false when Kafka is not enabled.
+func Current(ctx context.Context, conn driver.Conn) (c Config, ok bool, err error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", QueueTable).Scan(&n); err != nil {
+		return c, false, fmt.Errorf("find %s: %w", QueueTable, err)
+	}
+	if n == 0 {
+		return c, false, nil
+	}
+	var ddl string
+	if err := conn.QueryRow(ctx, "SHOW CREATE TABLE "+QueueTable).Scan(&ddl); err != nil {
+		return c, false, fmt.Errorf("read %s: %w", QueueTable, err)
+	}
+	for _, m := range settingRE.FindAllStringSubmatch(ddl, -1) {
+		val := strings.Trim(m[2], "'")
+		switch m[1] {
+		case "kafka_broker_list":
+			c.Brokers = val
+		case "kafka_topic_list":
+			c.Topic = val
+		case "kafka_group_name":
+			c.Group = val
+		case "kafka_num_consumers":
+			fmt.Sscan(val, &c.Consumers)
+		case "kafka_max_block_size":
+			fmt.Sscan(val, &c.MaxBlockSize)
+		}
+	}
+	return c, true, nil
+}
