@@ -10,7 +10,7 @@ RATE   ?= 5000
 LISTEN ?= 127.0.0.1:8080
 FUZZTIME ?= 10s
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka clean
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka bench-ingest clean
 
 all: build
 
@@ -52,6 +52,12 @@ bench-query:
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
+
+# Ingest end to end: clickagg's collector against clickhouse-client's loader
+# on the same corpus (INGEST_EVENTS, default 2 M).
+INGEST_EVENTS ?= 2000000
+bench-ingest:
+	benchmarks/ingest.sh $(INGEST_EVENTS)
 
 # Kafka through ClickHouse's engine (kfake broker in process): messages/s
 # into the aggregates, and produce → visible in the API.
