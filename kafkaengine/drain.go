@@ -76,6 +76,7 @@ type Drain struct {
 	seen      map[uint64]uint32 // row id → its second, for seconds from forgotten on
 	forgotten uint32            // the ids of seconds before it are forgotten
 	written   uint32            // watermark last stored
+	writtenAt int64             // drained rows when it was stored
 
 	mu        sync.Mutex // guards the fields below, read by Stats
 	watermark uint32
@@ -328,14 +329,17 @@ func (d *Drain) loadWatermark(ctx context.Context) error {
 	return nil
 }
 
-// storeWatermark writes the watermark when it moved by 5 s or more.
+// storeWatermark writes the watermark when it moved by 5 s or more and
+// rows were drained since: an idle inbox writes nothing (a restart then
+// counts an empty stretch again, which costs nothing).
 func (d *Drain) storeWatermark(ctx context.Context) error {
-	if d.watermark < d.written+5 {
+	n := d.drained.Load()
+	if d.watermark < d.written+5 || n == d.writtenAt {
 		return nil
 	}
 	if err := d.conn.Exec(ctx, "INSERT INTO kafka_inbox_progress (updated_at, watermark) SELECT now(), toDateTime(?)", d.watermark); err != nil {
 		return fmt.Errorf("store kafka inbox progress: %w", err)
 	}
-	d.written = d.watermark
+	d.written, d.writtenAt = d.watermark, n
 	return nil
 }

@@ -154,6 +154,39 @@ func (v *kafkaVerifier) last() *verifyResult {
 	return v.prev
 }
 
+// kafkaMonitor refreshes the Kafka state in the background, so that a
+// status request never waits for brokers that do not answer.
+type kafkaMonitor struct {
+	conn    driver.Conn
+	brokers string
+	every   time.Duration
+
+	mu    sync.Mutex
+	state kafkaState
+}
+
+func (m *kafkaMonitor) run(ctx context.Context) {
+	t := time.NewTicker(m.every)
+	defer t.Stop()
+	for {
+		st := kafkaStatus(ctx, m.conn, m.brokers)
+		m.mu.Lock()
+		m.state = st
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *kafkaMonitor) last() kafkaState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
 // kafkaStatus reads the engine table's settings and asks the brokers for
 // the group's lag; brokers, when set, replaces the address ClickHouse uses.
 func kafkaStatus(ctx context.Context, conn driver.Conn, brokers string) kafkaState {

@@ -140,6 +140,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.janitor.inboxWatermark = func() time.Time { return drain.Stats().Watermark }
 	verifier := &kafkaVerifier{conn: conn, brokers: c.kafkaBrokers, every: c.verifyEvery, window: c.verifyWindow, log: log}
 	background.Go(func() { verifier.run(ctx) })
+	monitor := &kafkaMonitor{conn: conn, brokers: c.kafkaBrokers, every: 2 * time.Second}
+	background.Go(func() { monitor.run(ctx) })
 	var sched *reconcile.Scheduler
 	if !c.noReconcile {
 		c.recon.Logger = log
@@ -160,7 +162,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Ingest:      col.Handle,
 		BodyRefused: col.BodyRefused,
 		IngestStatus: func() any {
-			ks := kafkaStatus(ctx, conn, c.kafkaBrokers)
+			ks := monitor.last()
 			ds := drain.Stats()
 			ks.Drain = &ds
 			ks.Verify = verifier.last()
