@@ -10,7 +10,7 @@ RATE   ?= 5000
 LISTEN ?= 127.0.0.1:8080
 FUZZTIME ?= 10s
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka bench-ingest clean
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka bench-ingest bench-http bench bench-quick clean
 
 all: build
 
@@ -58,6 +58,20 @@ bench-go:
 INGEST_EVENTS ?= 2000000
 bench-ingest:
 	benchmarks/ingest.sh $(INGEST_EVENTS)
+
+# HTTP throughput with wrk: the cached metrics endpoint and the collector.
+HTTP_SECONDS ?= 15
+bench-http:
+	command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk
+	benchmarks/http.sh $(HTTP_SECONDS)
+
+# Every benchmark, full size (about 10 minutes), or small for development.
+bench: bench-go bench-ingest bench-query bench-http bench-kafka
+bench-quick:
+	$(MAKE) bench-ingest INGEST_EVENTS=200000
+	$(MAKE) bench-query EVENTS=200000
+	$(MAKE) bench-http HTTP_SECONDS=5
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./ingestor ./generator
 
 # Kafka through ClickHouse's engine (kfake broker in process): messages/s
 # into the aggregates, and produce → visible in the API.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // for --debug-listen only: it registers on DefaultServeMux
 	"sync"
 	"time"
 
@@ -44,6 +46,7 @@ type serveConfig struct {
 	drainOpts         kafkaengine.DrainOptions
 	verifyEvery       time.Duration
 	verifyWindow      time.Duration
+	debugListen       string
 	g                 genFlags
 }
 
@@ -74,6 +77,7 @@ func (c *serveConfig) register(f *flags) {
 	f.str(&c.kafkaBrokers, "kafka-brokers", "CLICKAGG_KAFKA_BROKERS", "", "Kafka brokers as clickagg reaches them, for the lag in /v1/ingest/status (default: the ones ClickHouse uses)")
 	f.dur(&c.verifyEvery, "kafka-verify-every", "CLICKAGG_KAFKA_VERIFY_EVERY", 10*time.Minute, "how often the topic is compared with kafka_inbox and lost messages landed again (0: never)")
 	f.dur(&c.verifyWindow, "kafka-verify-window", "CLICKAGG_KAFKA_VERIFY_WINDOW", 15*time.Minute, "how much of the topic each verification reads back (about 24 bytes of memory per message)")
+	f.str(&c.debugListen, "debug-listen", "CLICKAGG_DEBUG_LISTEN", "", "serve Go's pprof profiles at http://ADDR/debug/pprof/ (off when empty; keep it private)")
 	f.dur(&c.janitor.kafkaInboxRetention, "kafka-inbox-retention", "CLICKAGG_KAFKA_INBOX_RETENTION", 24*time.Hour, "how long drained Kafka messages stay in kafka_inbox")
 	c.g.register(f, "generate-", 0)
 }
@@ -175,6 +179,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		},
 	})
 
+	if c.debugListen != "" {
+		dl, err := net.Listen("tcp", c.debugListen)
+		if err != nil {
+			return fmt.Errorf("debug listen: %w", err)
+		}
+		dbg := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		go dbg.Serve(dl)
+		defer dbg.Close()
+		log.Info("pprof", "listen", dl.Addr().String())
+	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
