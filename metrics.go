@@ -241,3 +241,15 @@ type ParamError struct {
 }
 
 func (e *ParamError) Error() string { return e.Param + ": " + e.Message }
+
+type localCacheKey struct{}
+
+// WithoutLocalCache asks a caching MetricsService to answer from its shared
+// store (Redis) even when it keeps a copy in process: the benchmark route
+// measures Redis against ClickHouse, as the seeds did.
+func WithoutLocalCache(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localCacheKey{}, true)
+}
+
+// LocalCacheAllowed reports whether ctx permits in-process cached answers.
+func LocalCacheAllowed(ctx context.Context) bool { return ctx.Value(localCacheKey{}) == nil }

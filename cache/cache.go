@@ -32,6 +32,13 @@ type Options struct {
 	Timeout    time.Duration    // bound of each Redis call, after which the inner service answers; default 100 ms
 	Now        func() time.Time // clock of the TTL policy and of the entries' "at"; default time.Now
 	Hooks      Hooks            // optional
+	// LocalTTL, when set, keeps answers in process that long in front of
+	// Redis (never past their TTL there): a hot key then costs no
+	// Redis round trip. This instance's late marks clear it at once; other
+	// instances' marks are seen within LocalTTL. Zero: off.
+	LocalTTL time.Duration
+	// LocalMaxEntries bounds the in-process tier; default 10000.
+	LocalMaxEntries int
 }
 
 func (o *Options) setDefaults() {
@@ -46,6 +53,9 @@ func (o *Options) setDefaults() {
 	defDur(&o.PastTTL, time.Hour)
 	defDur(&o.CurrentTTL, 5*time.Second)
 	defDur(&o.Timeout, 100*time.Millisecond)
+	if o.LocalMaxEntries <= 0 {
+		o.LocalMaxEntries = 10000
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -79,6 +89,7 @@ type Stats struct {
 	Shared int64 `json:"shared"` // callers that joined another caller's inner call
 	Stale  int64 `json:"stale"`  // entries found but older than a late change to their range
 	Marks  int64 `json:"marks"`  // late marks written
+	Local  int64 `json:"local"`  // hits answered in process, without Redis (part of Hits)
 	// HitRatio is Hits / (Hits + Misses), 0 before any lookup.
 	HitRatio float64 `json:"hit_ratio"`
 }
@@ -94,8 +105,9 @@ type Cache struct {
 	next  clickagg.MetricsService
 	o     Options
 	group singleflight.Group
+	local local
 
-	hits, misses, errs, sets, shared, stale, marks atomic.Int64
+	hits, misses, errs, sets, shared, stale, marks, localHits atomic.Int64
 }
 
 var _ clickagg.MetricsService = (*Cache)(nil)
@@ -107,7 +119,7 @@ var _ clickagg.MetricsService = (*Cache)(nil)
 // keep failing and probes in the background until Redis is back.
 func New(rdb redis.UniversalClient, next clickagg.MetricsService, o Options) *Cache {
 	o.setDefaults()
-	return &Cache{rdb: rdb, next: next, o: o}
+	return &Cache{rdb: rdb, next: next, o: o, local: local{max: o.LocalMaxEntries}}
 }
 
 // Stats returns running totals.
@@ -120,6 +132,7 @@ func (c *Cache) Stats() Stats {
 		Shared: c.shared.Load(),
 		Stale:  c.stale.Load(),
 		Marks:  c.marks.Load(),
+		Local:  c.localHits.Load(),
 	}
 	if n := s.Hits + s.Misses; n > 0 {
 		s.HitRatio = float64(s.Hits) / float64(n)
@@ -201,6 +214,20 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 		defer func() { c.o.Hooks.OnLookup(kind, outcome, time.Since(start)) }()
 	}
 
+	var gen uint64
+	now := c.o.Now()
+	if c.o.LocalTTL > 0 && clickagg.LocalCacheAllowed(ctx) {
+		gen = c.local.generation()
+		if raw, ok := c.local.get(key, now); ok {
+			if e, err := decodeEntry[R](raw); err == nil {
+				c.hits.Add(1)
+				c.localHits.Add(1)
+				outcome = OutcomeHit
+				*cached(e.V) = true
+				return e.V, nil
+			}
+		}
+	}
 	store := true
 	raw, mark, err := c.get(ctx, key, rng)
 	switch {
@@ -209,6 +236,7 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 		if err == nil && mark < e.At {
 			c.hits.Add(1)
 			outcome = OutcomeHit
+			c.keepLocal(key, raw, rng, time.UnixMicro(e.At), now, gen)
 			*cached(e.V) = true
 			return e.V, nil
 		}
@@ -251,6 +279,7 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 		if store {
 			c.set(ctx, key, raw, c.ttl(rng, at))
 		}
+		c.keepLocal(key, raw, rng, at, at, gen)
 		return flight{v: v, raw: raw}, nil
 	})
 	var res singleflight.Result
@@ -270,6 +299,18 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 	}
 	c.shared.Add(1)
 	return decode[R](f.raw) // callers may change their result: one copy each
+}
+
+// keepLocal puts an entry computed at `at` in the in-process tier, from now
+// for LocalTTL, and never past the end of its TTL in Redis.
+func (c *Cache) keepLocal(key string, raw []byte, rng clickagg.Range, at, now time.Time, gen uint64) {
+	if c.o.LocalTTL > 0 {
+		end := at.Add(c.ttl(rng, at))
+		if exp := now.Add(c.o.LocalTTL); exp.Before(end) {
+			end = exp
+		}
+		c.local.put(key, raw, end, gen)
+	}
 }
 
 func decode[R any](raw []byte) (*R, error) {
@@ -334,6 +375,7 @@ func (c *Cache) markKeys(rng clickagg.Range, hours bool) []string {
 // lookup. The marks outlive the longest-lived entry. A failure is counted
 // and returned; the entries then live out their TTL.
 func (c *Cache) MarkChanged(ctx context.Context, rngs ...clickagg.Range) error {
+	c.local.clear()
 	now := strconv.FormatInt(c.o.Now().UnixMicro(), 10)
 	ttl := max(c.o.PastTTL, c.o.CurrentTTL) + time.Minute
 	var keys []string

@@ -622,3 +622,38 @@ func TestMarkChanged(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+func TestLocalTier(t *testing.T) {
+	srv, rdb := startRedis(t)
+	clock := now
+	inner := &fake{}
+	c := cache.New(rdb, inner, cache.Options{Now: func() time.Time { return clock }, LocalTTL: time.Second})
+	k := kinds(past)[0]
+	expect(t, c, k, false) // computed: into Redis and the local tier
+	// The benchmark route asks Redis itself.
+	if _, was, err := k.ask(clickagg.WithoutLocalCache(context.Background()), c); err != nil || !was || c.Stats().Local != 0 {
+		t.Fatalf("without the local tier: cached %v, %v, stats %+v", was, err, c.Stats())
+	}
+	// Redis gone: the local tier still answers, without an inner call.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c, k, true)
+	if st := c.Stats(); st.Local != 1 || st.Hits != 2 || inner.calls.Load() != 1 {
+		t.Fatalf("stats %+v, inner calls %d: want one local hit", st, inner.calls.Load())
+	}
+	// The instance's own late mark empties it at once (the mark itself
+	// fails with Redis down; the answer is recomputed).
+	c.MarkChanged(context.Background(), past)
+	expect(t, c, k, false)
+	if n := inner.calls.Load(); n != 2 {
+		t.Errorf("inner calls after MarkChanged = %d, want 2", n)
+	}
+	// And it lives LocalTTL at most.
+	expect(t, c, k, true)
+	clock = clock.Add(1100 * time.Millisecond)
+	expect(t, c, k, false)
+	if st := c.Stats(); st.Local != 2 {
+		t.Errorf("stats %+v: want two local hits", st)
+	}
+}

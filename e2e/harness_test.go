@@ -56,7 +56,9 @@ func newStack(t *testing.T, linger time.Duration) *stack {
 	r := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	s.cache = cache.New(rdb, s.store, cache.Options{})
+	// A long in-process tier: an answer not cleared by the instance's own
+	// late marks would stay stale through every late-event check.
+	s.cache = cache.New(rdb, s.store, cache.Options{LocalTTL: time.Minute})
 	s.start()
 	t.Cleanup(func() { s.stop() })
 	return s

@@ -52,6 +52,8 @@ func (a *api) benchmark(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// Redis itself, not the cache's in-process copy.
+	ctx = clickagg.WithoutLocalCache(ctx)
 	if _, err := a.o.Metrics.Metrics(ctx, q); err != nil {
 		return err
 	}

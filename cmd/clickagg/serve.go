@@ -65,6 +65,7 @@ func (c *serveConfig) register(f *flags) {
 	f.dur(&c.co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
 	f.dur(&c.co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
 	f.dur(&c.cacheOpts.PastTTL, "cache-past-ttl", "CLICKAGG_CACHE_PAST_TTL", time.Hour, "cache lifetime of answers about ranges that ended before the current minute")
+	f.dur(&c.cacheOpts.LocalTTL, "cache-local-ttl", "CLICKAGG_CACHE_LOCAL_TTL", 250*time.Millisecond, "keep answers in process this long in front of Redis (0: off); other instances' late marks are seen within it")
 	f.dur(&c.cacheOpts.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", 5*time.Second, "cache lifetime of answers that include the current minute")
 	f.dur(&c.dedupOpts.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", 2*time.Hour, "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
 	f.int(&c.dedupOpts.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", 200_000_000, "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
