@@ -50,8 +50,9 @@ EVENTS ?= 10000000
 bench-query:
 	benchmarks/query.sh $(EVENTS)
 
-bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
+bench-go: build
+	$(BIN) services install
+	CLICKAGG_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
 
 # Ingest end to end: clickagg's collector against clickhouse-client's loader
 # on the same corpus (INGEST_EVENTS, default 2 M).
