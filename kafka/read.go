@@ -18,9 +18,9 @@ type Record struct {
 }
 
 // Range calls fn with every message of topic whose timestamp is in
-// [from, to), up to what group has committed on each partition (so that a
-// consumer still behind is not raced), or up to the end when the group has
-// committed nothing there.
+// [from, to) and that group has consumed: below its committed offset on
+// each partition. Messages the group has not reached are left out, so a
+// consumer that is behind (or has not started) is never raced.
 func (c *Client) Range(ctx context.Context, topic, group string, from, to time.Time, fn func(Record) error) error {
 	starts, err := c.adm.ListOffsetsAfterMilli(ctx, from.UnixMilli(), topic)
 	if err == nil {
@@ -35,10 +35,7 @@ func (c *Client) Range(ctx context.Context, topic, group string, from, to time.T
 	}
 	stops := map[int32]int64{} // the first offset not to read
 	for _, p := range l.Partitions {
-		stops[p.Partition] = p.End
-		if p.Committed >= 0 {
-			stops[p.Partition] = p.Committed
-		}
+		stops[p.Partition] = max(p.Committed, 0)
 	}
 	parts := map[int32]kgo.Offset{}
 	left := 0
