@@ -16,6 +16,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/dedup"
@@ -30,13 +31,18 @@ type Adder interface {
 
 // Options configures a Collector. The zero value works.
 type Options struct {
-	MaxBodyBytes    int           // request body as sent; default 16 MiB
-	MaxDecodedBytes int           // body after gzip; default 64 MiB
-	MaxEvents       int           // events per request; default 100000
-	QueueTimeout    time.Duration // wait for ingest buffer room before 503; default 2 s
-	RetryAfter      time.Duration // advertised on 503; default 1 s
-	MaxErrors       int           // per-event errors in an answer; default 100
-	Now             func() time.Time
+	MaxBodyBytes    int // request body as sent; default 16 MiB
+	MaxDecodedBytes int // body after gzip; default 64 MiB
+	MaxEvents       int // events per request; default 100000
+	// MaxInflightBytes bounds the bodies (as sent) of the requests being
+	// decoded and committed at once, so memory under overload stays bounded:
+	// a request that finds no room gets 503 at once. Default 256 MiB; at
+	// least MaxBodyBytes.
+	MaxInflightBytes int64
+	QueueTimeout     time.Duration // wait for ingest buffer room before 503; default 2 s
+	RetryAfter       time.Duration // advertised on 503; default 1 s
+	MaxErrors        int           // per-event errors in an answer; default 100
+	Now              func() time.Time
 	// AllowedLateness is how old an event's ts may be; older events are
 	// refused (too_late). Default 7 days, the reconciled dedup horizon.
 	AllowedLateness time.Duration
@@ -72,6 +78,10 @@ func (o *Options) setDefaults() {
 	if o.QueueTimeout == 0 {
 		o.QueueTimeout = 2 * time.Second
 	}
+	if o.MaxInflightBytes == 0 {
+		o.MaxInflightBytes = 256 << 20
+	}
+	o.MaxInflightBytes = max(o.MaxInflightBytes, int64(o.MaxBodyBytes))
 	if o.RetryAfter == 0 {
 		o.RetryAfter = time.Second
 	}
@@ -132,9 +142,10 @@ type Stats struct {
 
 // Collector handles POST /v1/events.
 type Collector struct {
-	o     Options
-	add   Adder
-	state sync.Pool // *request
+	o        Options
+	add      Adder
+	state    sync.Pool // *request
+	inflight *semaphore.Weighted
 
 	requests, accepted, duplicates, rejected, badBodies, shed, failed, deadLost atomic.Int64
 
@@ -162,7 +173,7 @@ type request struct {
 // New returns a Collector committing through add.
 func New(add Adder, o Options) *Collector {
 	o.setDefaults()
-	c := &Collector{o: o, add: add, byField: make([]atomic.Int64, len(Fields))}
+	c := &Collector{o: o, add: add, byField: make([]atomic.Int64, len(Fields)), inflight: semaphore.NewWeighted(o.MaxInflightBytes)}
 	c.state.New = func() any { return new(request) }
 	return c
 }
@@ -174,6 +185,14 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	if len(raw) > c.o.MaxBodyBytes {
 		return c.badBody(ctx, fiber.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", c.o.MaxBodyBytes))
 	}
+	// Room for this body among the requests in flight, or 503 at once:
+	// waiting would hold the body in memory all the same.
+	weight := int64(max(len(raw), 1))
+	if !c.inflight.TryAcquire(weight) {
+		return c.addFailed(ctx, errOverloaded)
+	}
+	defer c.inflight.Release(weight)
+	var err error
 	r := c.state.Get().(*request)
 	defer c.state.Put(r)
 
@@ -192,7 +211,7 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 
 	now := c.o.Now().UTC()
 	r.begin(now)
-	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
+	err = r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return errTooMany
 		}
@@ -310,6 +329,9 @@ func (c *Collector) tally(r *request) {
 
 var errTooMany = errors.New("too many events")
 
+// errOverloaded: the requests in flight hold MaxInflightBytes.
+var errOverloaded = errors.New("too many requests in flight")
+
 // errResend means the request's events are committed, but some of its
 // event ids were held by another request whose commit failed: this copy was
 // stored as a duplicate, so the sender must resend for it to count.
@@ -416,7 +438,7 @@ func (c *Collector) badBody(ctx *fiber.Ctx, status int, msg string) error {
 // retry may succeed (buffer full, ClickHouse unreachable or overloaded),
 // 500 otherwise. Either way nothing of the request is acknowledged.
 func (c *Collector) addFailed(ctx *fiber.Ctx, err error) error {
-	if ingestor.Temporary(err) || errors.Is(err, errResend) {
+	if ingestor.Temporary(err) || errors.Is(err, errResend) || errors.Is(err, errOverloaded) {
 		c.shed.Add(1)
 		ctx.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(c.o.RetryAfter.Round(time.Second)/time.Second, 1))))
 		return ctx.Status(fiber.StatusServiceUnavailable).JSON(ErrorBody{Error: "events not committed, retry later: " + err.Error()})

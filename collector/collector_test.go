@@ -333,3 +333,62 @@ func compare[K comparable](t *testing.T, table string, want map[K]*sums, tsv str
 		t.Errorf("%s: nothing expected", table)
 	}
 }
+
+// blockingAdder holds every Add until released: requests stay in flight.
+type blockingAdder struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingAdder) Add(ctx context.Context, _ *ingestor.Rows) error {
+	b.entered <- struct{}{}
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestInflightBytesShed: with the byte budget held by one request, the next
+// one is refused with 503 and Retry-After instead of waiting in memory.
+// (The adder is a stand-in: the budget is pure logic before any commit.)
+func TestInflightBytesShed(t *testing.T) {
+	add := &blockingAdder{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	body := []byte(ok1)
+	col := collector.New(add, collector.Options{Now: clock, MaxBodyBytes: len(body), MaxInflightBytes: int64(len(body)), QueueTimeout: time.Minute})
+	app := queryapi.New(queryapi.Options{Ingest: col.Handle})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Listener(ln)
+	t.Cleanup(func() { app.Shutdown() })
+	url := "http://" + ln.Addr().String() + "/v1/events"
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(url, "application/x-ndjson", bytes.NewReader(body))
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-add.entered // the first request holds the whole budget
+	resp, err := http.Post(url, "application/x-ndjson", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("second request: %s, Retry-After %q; want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	close(add.release)
+	if got := <-first; got != http.StatusOK {
+		t.Errorf("first request: %d, want 200", got)
+	}
+	if st := col.Stats(); st.Shed != 1 || st.Accepted != 1 {
+		t.Errorf("stats %+v: want one shed, one accepted", st)
+	}
+}

@@ -47,6 +47,7 @@ type serveConfig struct {
 	verifyEvery       time.Duration
 	verifyWindow      time.Duration
 	debugListen       string
+	inflightMiB       int
 	g                 genFlags
 }
 
@@ -61,6 +62,7 @@ func (c *serveConfig) register(f *flags) {
 	f.int(&c.ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", 2, "concurrent INSERTs")
 	f.int(&c.ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
 	f.int(&c.co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
+	f.int(&c.inflightMiB, "max-inflight-mib", "CLICKAGG_MAX_INFLIGHT_MIB", 256, "request bodies being handled at once, in MiB; past it ingest answers 503 (bounds memory under overload)")
 	f.int(&c.co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
 	f.dur(&c.co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
 	f.dur(&c.co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
@@ -91,6 +93,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	c.co.MaxInflightBytes = int64(c.inflightMiB) << 20
 
 	if c.migrate {
 		if err := migrateUp(ctx, c.ch); err != nil {
