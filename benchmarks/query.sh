@@ -19,4 +19,4 @@ trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs "http://$listen/readyz" >/dev/null && break; sleep 0.2; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "command: benchmarks/query.sh $events"
-bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --load "$events"
+bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --load "$events" ${QUERYBENCH_FLAGS:-}

@@ -238,7 +238,10 @@ func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool
 		ids  []uint64
 		secs []uint32
 	)
-	again := map[uint32]bool{} // seconds no longer hot that are drained whole again
+	// A second drained before whose ids are forgotten is drained whole
+	// again (the dedup set recognises its events); one whose ids are still
+	// remembered, even in part, goes on from them.
+	again, known := map[uint32]bool{}, map[uint32]bool{}
 	for rows.Next() {
 		var s uint32
 		var id uint64
@@ -246,7 +249,11 @@ func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool
 		if err := rows.Scan(&s, &id, &raw); err != nil {
 			return fmt.Errorf("read kafka_inbox: %w", err)
 		}
-		if _, ok := d.seen[id]; ok || !need[s] {
+		if !need[s] {
+			continue
+		}
+		if _, ok := d.seen[id]; ok {
+			known[s] = true
 			continue
 		}
 		if d.done[s] > 0 && s < d.forgotten {
@@ -257,25 +264,29 @@ func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read kafka_inbox: %w", err)
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	ans, err := d.sink.Messages(ctx, clickagg.SourceKafka, msgs)
-	if err != nil {
-		return fmt.Errorf("commit kafka messages: %w", err)
-	}
-	d.drained.Add(int64(len(msgs)))
-	d.accepted.Add(int64(ans.Accepted))
-	d.duplicates.Add(int64(ans.Duplicates))
-	d.rejected.Add(int64(ans.Rejected))
 	for s := range again {
-		d.done[s] = 0
+		if !known[s] {
+			d.done[s] = 0
+		}
 	}
-	for i, id := range ids {
-		d.done[secs[i]]++
-		if secs[i] >= d.forgotten {
+	// One second can hold more rows than the ingestor buffers (a backlog
+	// consumed fast): pass them in pieces, remembering each piece's ids so
+	// that a failure later in the second does not send it again.
+	for len(msgs) > 0 {
+		n := min(len(msgs), d.o.MaxBatch)
+		ans, err := d.sink.Messages(ctx, clickagg.SourceKafka, msgs[:n])
+		if err != nil {
+			return fmt.Errorf("commit kafka messages: %w", err)
+		}
+		d.drained.Add(int64(n))
+		d.accepted.Add(int64(ans.Accepted))
+		d.duplicates.Add(int64(ans.Duplicates))
+		d.rejected.Add(int64(ans.Rejected))
+		for i, id := range ids[:n] {
+			d.done[secs[i]]++
 			d.seen[id] = secs[i]
 		}
+		msgs, ids, secs = msgs[n:], ids[n:], secs[n:]
 	}
 	return nil
 }

@@ -444,3 +444,36 @@ func TestVerifyFindsNothingMissingAfterTheEngine(t *testing.T) {
 		t.Errorf("verify: %+v", rep)
 	}
 }
+
+// countingSink records the batches a Drain passes on.
+type countingSink struct {
+	kafkaengine.Sink
+	calls, largest int
+}
+
+func (c *countingSink) Messages(ctx context.Context, src clickagg.Source, msgs [][]byte) (collector.Answer, error) {
+	c.calls++
+	c.largest = max(c.largest, len(msgs))
+	return c.Sink.Messages(ctx, src, msgs)
+}
+
+// TestDrainSplitsABigSecond: a backlog consumed fast puts more rows in one
+// second than one batch may hold; the drain passes them in pieces.
+func TestDrainSplitsABigSecond(t *testing.T) {
+	p := startWith(t, testenv.Migrated(t), false)
+	ts := time.Now().UnixMilli()
+	testenv.Exec(t, p.db, fmt.Sprintf(`INSERT INTO kafka_inbox (received_at, id, raw) SELECT now(), rand64(),
+		concat('{"event_id":"big-', toString(number), '","type":"click","ts":%d,"ad_id":"a"}') FROM numbers(5000)`, ts))
+	sink := &countingSink{Sink: p.col}
+	d := kafkaengine.NewDrain(p.conn, sink, kafkaengine.DrainOptions{MaxBatch: 1000, Settle: 10 * time.Second})
+	for deadline := time.Now().Add(30 * time.Second); d.Stats().Drained < 5000 && time.Now().Before(deadline); {
+		if _, err := d.Poll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The pipeline's own drain runs too; between them every event counts once.
+	p.waitFor(t, "SELECT countIf(duplicate = 0), uniqExact(event_id) FROM events", "5000\t5000", 30*time.Second)
+	if sink.largest > 1000 || (d.Stats().Drained == 5000 && sink.calls < 5) {
+		t.Errorf("%d calls, largest %d: want pieces of at most 1000", sink.calls, sink.largest)
+	}
+}
