@@ -25,6 +25,9 @@ type DrainOptions struct {
 	// Poll is the pause between looks at the inbox when it is drained;
 	// default 200 ms.
 	Poll time.Duration
+	// IdlePoll is the pause while the inbox has had nothing for Settle (no
+	// Kafka traffic, or Kafka not enabled); default 1 s.
+	IdlePoll time.Duration
 	// Settle is how long after its received_at a row may still become
 	// visible (the view stamps rows before their block is written); rows of
 	// the last Settle are counted again on every poll. Default 1 minute.
@@ -42,6 +45,9 @@ func (o *DrainOptions) setDefaults() {
 	}
 	if o.Settle == 0 {
 		o.Settle = time.Minute
+	}
+	if o.IdlePoll == 0 {
+		o.IdlePoll = time.Second
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 50000
@@ -75,6 +81,7 @@ type Drain struct {
 	done      map[uint32]int    // second → rows drained
 	seen      map[uint64]uint32 // row id → its second, for seconds from forgotten on
 	forgotten uint32            // the ids of seconds before it are forgotten
+	idle      bool              // the last poll found no row since the watermark
 	written   uint32            // watermark last stored
 	writtenAt int64             // drained rows when it was stored
 
@@ -136,6 +143,9 @@ func (d *Drain) Run(ctx context.Context) {
 			continue
 		}
 		pause := d.o.Poll
+		if d.idle {
+			pause = d.o.IdlePoll
+		}
 		if err != nil {
 			pause = max(pause, time.Second)
 		}
@@ -183,6 +193,7 @@ func (d *Drain) Poll(ctx context.Context) (more bool, err error) {
 		}
 	}
 	d.advance(counts, now)
+	d.idle = len(counts) == 0
 	return more, d.storeWatermark(ctx)
 }
 

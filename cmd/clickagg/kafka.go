@@ -168,8 +168,10 @@ type kafkaMonitor struct {
 func (m *kafkaMonitor) run(ctx context.Context) {
 	t := time.NewTicker(m.every)
 	defer t.Stop()
+	var clients kafkaClients
+	defer clients.close()
 	for {
-		st := kafkaStatus(ctx, m.conn, m.brokers)
+		st := clients.status(ctx, m.conn, m.brokers)
 		m.mu.Lock()
 		m.state = st
 		m.mu.Unlock()
@@ -190,23 +192,56 @@ func (m *kafkaMonitor) last() kafkaState {
 // kafkaStatus reads the engine table's settings and asks the brokers for
 // the group's lag; brokers, when set, replaces the address ClickHouse uses.
 func kafkaStatus(ctx context.Context, conn driver.Conn, brokers string) kafkaState {
+	var clients kafkaClients
+	defer clients.close()
+	return clients.status(ctx, conn, brokers)
+}
+
+// kafkaClients keeps one Kafka client for the brokers last asked, so a
+// monitor polling every few seconds does not reconnect each time.
+type kafkaClients struct {
+	brokers string
+	kc      *kafka.Client
+}
+
+func (k *kafkaClients) get(brokers string) (*kafka.Client, error) {
+	if k.kc != nil && k.brokers == brokers {
+		return k.kc, nil
+	}
+	k.close()
+	kc, err := kafka.Dial(brokers)
+	if err != nil {
+		return nil, err
+	}
+	k.kc, k.brokers = kc, brokers
+	return kc, nil
+}
+
+func (k *kafkaClients) close() {
+	if k.kc != nil {
+		k.kc.Close()
+		k.kc = nil
+	}
+}
+
+func (k *kafkaClients) status(ctx context.Context, conn driver.Conn, brokers string) kafkaState {
 	c, ok, err := kafkaengine.Current(ctx, conn)
 	if err != nil {
 		return kafkaState{LagError: err.Error()}
 	}
 	if !ok {
+		k.close()
 		return kafkaState{}
 	}
 	st := kafkaState{Enabled: true, Config: &c}
 	if brokers == "" {
 		brokers = c.Brokers
 	}
-	kc, err := kafka.Dial(brokers)
+	kc, err := k.get(brokers)
 	if err != nil {
 		st.LagError = err.Error()
 		return st
 	}
-	defer kc.Close()
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if l, err := kc.Lag(lctx, c.Group, c.Topic); err != nil {
