@@ -59,13 +59,13 @@ func runKafka(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintln(stdout, "Kafka engine table dropped; kafka_inbox keeps what landed")
 	case "verify":
-		end, start := time.Now(), time.Time{}
+		end := time.Now()
 		if to != "" {
 			if end, err = time.Parse(time.RFC3339, to); err != nil {
 				return fmt.Errorf("--to: %w", err)
 			}
 		}
-		start = end.Add(-time.Hour)
+		start := end.Add(-time.Hour)
 		if from != "" {
 			if start, err = time.Parse(time.RFC3339, from); err != nil {
 				return fmt.Errorf("--from: %w", err)
@@ -78,7 +78,7 @@ func runKafka(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintln(stdout, rep.String())
 	case "status":
-		st := kafkaStatus(ctx, conn, "")
+		st := kafkaStatus(ctx, conn, c.Brokers)
 		b, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Fprintln(stdout, string(b))
 	default:
