@@ -192,7 +192,6 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 		return c.addFailed(ctx, errOverloaded)
 	}
 	defer c.inflight.Release(weight)
-	var err error
 	r := c.state.Get().(*request)
 	defer c.state.Put(r)
 
@@ -211,7 +210,7 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 
 	now := c.o.Now().UTC()
 	r.begin(now)
-	err = r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
+	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return errTooMany
 		}
