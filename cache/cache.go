@@ -214,10 +214,9 @@ func lookup[R any](ctx context.Context, c *Cache, kind string, q interface{ Key(
 		defer func() { c.o.Hooks.OnLookup(kind, outcome, time.Since(start)) }()
 	}
 
-	var gen uint64
 	now := c.o.Now()
+	gen := c.local.generation() // what keepLocal checks, even for a lookup that skips the tier
 	if c.o.LocalTTL > 0 && clickagg.LocalCacheAllowed(ctx) {
-		gen = c.local.generation()
 		if raw, ok := c.local.get(key, now); ok {
 			if e, err := decodeEntry[R](raw); err == nil {
 				c.hits.Add(1)

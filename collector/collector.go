@@ -162,6 +162,8 @@ type request struct {
 	verdicts []dedup.Verdict
 	hours    []time.Time
 	now      time.Time
+	oldest   time.Time // ts bounds of this request: AllowedLateness, MaxFutureSkew
+	newest   time.Time
 	ev       clickagg.Event // for Messages
 	rejected [16]int64      // by field, added to the totals only when answered
 	reasons  [8]int64       // by clickagg.RejectReason
@@ -209,7 +211,7 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	}
 
 	now := c.o.Now().UTC()
-	r.begin(now)
+	c.begin(r, now)
 	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return errTooMany
@@ -246,7 +248,7 @@ func (c *Collector) Messages(ctx context.Context, src clickagg.Source, msgs [][]
 	r := c.state.Get().(*request)
 	defer c.state.Put(r)
 	now := c.o.Now().UTC()
-	r.begin(now)
+	c.begin(r, now)
 	for i, m := range msgs {
 		r.ev = clickagg.Event{} // a message that is not JSON leaves it as it was
 		err := r.dec.Decode(m, &r.ev)
@@ -264,7 +266,8 @@ func (c *Collector) Messages(ctx context.Context, src clickagg.Source, msgs [][]
 }
 
 // begin readies r for a new request received at now.
-func (r *request) begin(now time.Time) {
+func (c *Collector) begin(r *request, now time.Time) {
+	r.oldest, r.newest = now.Add(-c.o.AllowedLateness), now.Add(c.o.MaxFutureSkew)
 	r.rows.Reset()
 	r.rows.SetReceived(now)
 	r.dead.Reset()
@@ -279,9 +282,9 @@ func (c *Collector) take(r *request, src clickagg.Source, i int, raw []byte, ev 
 	reason := clickagg.ReasonInvalidField
 	var fe *clickagg.FieldError
 	switch {
-	case err == nil && ev.Time.Before(r.now.Add(-c.o.AllowedLateness)):
+	case err == nil && ev.Time.Before(r.oldest):
 		reason, fe = clickagg.ReasonTooLate, &clickagg.FieldError{Field: "ts", Message: "older than the allowed lateness of " + c.o.AllowedLateness.String()}
-	case err == nil && ev.Time.After(r.now.Add(c.o.MaxFutureSkew)):
+	case err == nil && ev.Time.After(r.newest):
 		reason, fe = clickagg.ReasonFuture, &clickagg.FieldError{Field: "ts", Message: "more than " + c.o.MaxFutureSkew.String() + " ahead of the server clock"}
 	case err == nil:
 		r.rows.Append(ev, false)

@@ -157,13 +157,17 @@ func loader(lines [][]byte, command string) error {
 	w := bufio.NewWriterSize(f, 1<<20)
 	var dec eventjson.Decoder
 	var ev clickagg.Event
+	enc := json.NewEncoder(w) // one object per line
 	now := time.Now().UTC().Format(time.DateTime)
 	for _, l := range lines {
 		if err := dec.Decode(l, &ev); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, `{"event_id":%q,"type":%q,"ts":%q,"ts_millis":%d,"ad_id":%q,"campaign_id":%q,"user_id":%q,"country":%q,"ad_format":%q,"device":%q,"price_micros":%d,"received_at":%q,"duplicate":0}`+"\n",
-			ev.EventID, ev.Type, ev.Time.UTC().Format(time.DateTime), ev.Time.Nanosecond()/1e6, ev.AdID, ev.CampaignID, ev.UserID, ev.Country, ev.AdFormat, ev.Device, ev.PriceMicros, now)
+		row := loaderRow{ev.EventID, ev.Type.String(), ev.Time.UTC().Format(time.DateTime), uint16(ev.Time.Nanosecond() / 1e6),
+			ev.AdID, ev.CampaignID, ev.UserID, string(ev.Country[:]), ev.AdFormat.String(), ev.Device.String(), ev.PriceMicros, now, 0}
+		if err := enc.Encode(&row); err != nil {
+			return err
+		}
 	}
 	if err := errors.Join(w.Flush(), f.Close()); err != nil {
 		return err
@@ -200,4 +204,21 @@ func peakRSS(pid int) string {
 		}
 	}
 	return "-"
+}
+
+// loaderRow is an event in the columns of the events table.
+type loaderRow struct {
+	EventID     string `json:"event_id"`
+	Type        string `json:"type"`
+	TS          string `json:"ts"`
+	TSMillis    uint16 `json:"ts_millis"`
+	AdID        string `json:"ad_id"`
+	CampaignID  string `json:"campaign_id"`
+	UserID      string `json:"user_id"`
+	Country     string `json:"country"`
+	AdFormat    string `json:"ad_format"`
+	Device      string `json:"device"`
+	PriceMicros uint64 `json:"price_micros"`
+	ReceivedAt  string `json:"received_at"`
+	Duplicate   uint8  `json:"duplicate"`
 }
