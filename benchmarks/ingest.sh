@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ingest benchmark, end to end: the same generated corpus (EVENTS events,
 # seed 1, 10 000 Zipf ads) loaded into a fresh database with every
-# materialized view, once by ClickHouse's own loader (clickhouse-client,
-# JSONEachRow: the baseline) and once through clickagg's collector
+# materialized view, by ClickHouse's own loader (clickhouse-client,
+# JSONEachRow), by a plain clickhouse-go/v2 columnar batch insert (GO_BATCH
+# rows per batch, default 1048576; the two baselines) and through clickagg's collector
 # (POST /v1/events, CLIENTS concurrent requests of BATCH events, each
 # answered only once committed). Usage:
 #   benchmarks/ingest.sh [EVENTS]     (default 2000000; CLIENTS=8 BATCH=5000)
@@ -33,6 +34,10 @@ bin/ingestbench --mode loader --events "$events" \
 	--clickhouse-client "clickhouse-client --host ${CLICKAGG_CLICKHOUSE_NATIVE%:*} --port ${CLICKAGG_CLICKHOUSE_NATIVE##*:} --database clickagg_bench_loader"
 
 echo "loader: clickhouse used $(sub "$(cpu "$chpid")" "$c0") CPU s"
+fresh clickagg_bench_go
+c0=$(cpu "$chpid")
+bin/ingestbench --mode go --events "$events" --clickhouse-native "$CLICKAGG_CLICKHOUSE_NATIVE" --database clickagg_bench_go --go-batch "${GO_BATCH:-1048576}"
+echo "go: clickhouse used $(sub "$(cpu "$chpid")" "$c0") CPU s"
 fresh clickagg_bench_ingest
 bin/clickagg serve --listen "$listen" --clickhouse-database clickagg_bench_ingest --no-reconcile \
 	--kafka-verify-every 0 ${SERVE_FLAGS:-} 2>benchmarks/ingest-serve.log &
@@ -43,6 +48,6 @@ c0=$(cpu "$chpid")
 s0=$(cpu "$serve")
 bin/ingestbench --mode collector --events "$events" --target "http://$listen" --clients "$clients" --batch "$batch" --pid "$serve"
 echo "collector: clickhouse used $(sub "$(cpu "$chpid")" "$c0") CPU s, clickagg $(sub "$(cpu "$serve")" "$s0") CPU s"
-for db in clickagg_bench_loader clickagg_bench_ingest; do
+for db in clickagg_bench_loader clickagg_bench_go clickagg_bench_ingest; do
 	echo "$db: $(curl -fsS "$CLICKAGG_CLICKHOUSE_HTTP/?database=$db" --data-binary 'SELECT count(), (SELECT sum(impressions + clicks + conversions) FROM ad_stats_minute) FROM events')"
 done

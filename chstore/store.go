@@ -81,6 +81,11 @@ func where(r clickagg.Range, f clickagg.Filter, withAd bool) (string, []any) {
 		if len(vals) == 0 {
 			return
 		}
+		if len(vals) == 1 { // 18.16 spends about a millisecond building each IN set
+			b.WriteString(" AND " + col + " = ?")
+			args = append(args, vals[0])
+			return
+		}
 		set := make([]any, len(vals))
 		for i, v := range vals {
 			set[i] = v

@@ -1,8 +1,9 @@
 // Command ingestbench measures ingest end to end on a fixed generated corpus
 // (deterministic seed, Zipf ads): through clickagg's collector, or through
-// ClickHouse's own loader (clickhouse-client, JSONEachRow) as the baseline,
-// into the same schema with every materialized view. benchmarks/ingest.sh
-// runs both against fresh databases and prints the table.
+// two baselines: ClickHouse's own loader (clickhouse-client, JSONEachRow) and
+// a plain clickhouse-go/v2 columnar batch insert over native TCP, into the
+// same schema with every materialized view. benchmarks/ingest.sh runs all
+// three against fresh databases and prints the table.
 package main
 
 import (
@@ -26,13 +27,14 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/eventjson"
 	"github.com/clickagg/clickagg/generator"
 )
 
 func main() {
 	var (
-		mode    = flag.String("mode", "collector", "collector (POST /v1/events) or loader (clickhouse-client INSERT ... FORMAT JSONEachRow)")
+		mode    = flag.String("mode", "collector", "collector (POST /v1/events), loader (clickhouse-client INSERT ... FORMAT JSONEachRow) or go (clickhouse-go/v2 columnar batches)")
 		events  = flag.Int("events", 2_000_000, "events in the corpus")
 		seed    = flag.Uint64("seed", 1, "generator seed")
 		ads     = flag.Int("ads", 10000, "distinct ads (Zipf)")
@@ -41,6 +43,9 @@ func main() {
 		batch   = flag.Int("batch", 5000, "events per request")
 		pid     = flag.Int("pid", 0, "clickagg's pid, for its peak RSS")
 		client  = flag.String("clickhouse-client", "clickhouse-client --host 127.0.0.1 --port 9000 --database clickagg", "loader command line, without --query")
+		native  = flag.String("clickhouse-native", "127.0.0.1:9000", "ClickHouse native address, for --mode go")
+		db      = flag.String("database", "clickagg", "ClickHouse database, for --mode go")
+		rows    = flag.Int("go-batch", 1<<20, "rows per clickhouse-go batch (default: ClickHouse's max_insert_block_size, the loader's block)")
 	)
 	flag.Parse()
 	lines := corpus(*events, *seed, *ads)
@@ -50,6 +55,8 @@ func main() {
 		err = collector(lines, *target, *clients, *batch, *pid)
 	case "loader":
 		err = loader(lines, *client)
+	case "go":
+		err = goBatches(lines, chclient.Options{Native: *native, Database: *db}, *rows)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
@@ -186,6 +193,61 @@ func loader(lines [][]byte, command string) error {
 	}
 	elapsed := time.Since(start)
 	fmt.Printf("loader\t%d events\tclickhouse-client JSONEachRow\t%.0f events/s\n", len(lines), float64(len(lines))/elapsed.Seconds())
+	return nil
+}
+
+// goBatches times a plain clickhouse-go/v2 columnar insert of the corpus in
+// batches of size rows, one after another. The JSON is decoded into columns
+// before the clock starts, as a client holding structs would have them.
+// (18.16 needs the INSERT to name its columns; PLATFORM.md.)
+func goBatches(lines [][]byte, o chclient.Options, size int) error {
+	ctx := context.Background()
+	conn, err := chclient.OpenNative(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var (
+		dec                                                  eventjson.Decoder
+		ev                                                   clickagg.Event
+		ids, types, ads, camps, users, countries, fmts, devs []string
+		ts, received                                         []time.Time
+		millis                                               []uint16
+		ips                                                  [][]byte
+		prices                                               []uint64
+		dups                                                 []uint8
+	)
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, l := range lines {
+		if err := dec.Decode(l, &ev); err != nil {
+			return err
+		}
+		ids, types, ads, camps, users = append(ids, ev.EventID), append(types, ev.Type.String()), append(ads, ev.AdID), append(camps, ev.CampaignID), append(users, ev.UserID)
+		countries, fmts, devs = append(countries, string(ev.Country[:])), append(fmts, ev.AdFormat.String()), append(devs, ev.Device.String())
+		ts, millis, received = append(ts, ev.Time.Truncate(time.Second)), append(millis, uint16(ev.Time.Nanosecond()/1e6)), append(received, now)
+		ips, prices, dups = append(ips, ev.IP[:]), append(prices, ev.PriceMicros), append(dups, 0)
+	}
+	const insert = "INSERT INTO events (event_id, type, ts, ts_millis, ad_id, campaign_id, user_id, ip, country, ad_format, device, price_micros, received_at, duplicate)"
+	start := time.Now()
+	for lo := 0; lo < len(lines); lo += size {
+		hi := min(lo+size, len(lines))
+		b, err := conn.PrepareBatch(ctx, insert)
+		if err != nil {
+			return fmt.Errorf("prepare batch: %w", err)
+		}
+		cols := []any{ids[lo:hi], types[lo:hi], ts[lo:hi], millis[lo:hi], ads[lo:hi], camps[lo:hi], users[lo:hi], ips[lo:hi],
+			countries[lo:hi], fmts[lo:hi], devs[lo:hi], prices[lo:hi], received[lo:hi], dups[lo:hi]}
+		for i, c := range cols {
+			if err := b.Column(i).Append(c); err != nil {
+				return fmt.Errorf("append column %d: %w", i, err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("send batch: %w", err)
+		}
+	}
+	elapsed := time.Since(start)
+	fmt.Printf("go\t%d events\tclickhouse-go/v2 batches of %d rows\t%.0f events/s\n", len(lines), size, float64(len(lines))/elapsed.Seconds())
 	return nil
 }
 
