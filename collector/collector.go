@@ -34,10 +34,12 @@ type Options struct {
 	MaxBodyBytes    int // request body as sent; default 16 MiB
 	MaxDecodedBytes int // body after gzip; default 64 MiB
 	MaxEvents       int // events per request; default 100000
-	// MaxInflightBytes bounds the bodies (as sent) of the requests being
-	// decoded and committed at once, so memory under overload stays bounded:
-	// a request that finds no room gets 503 at once. Default 256 MiB; at
-	// least MaxBodyBytes.
+	// MaxInflightBytes bounds the bodies (as sent and inflated) of the
+	// requests being read, decoded and committed at once, so memory under
+	// overload stays bounded whatever the number of clients: a request that
+	// finds no room gets 503 at once. Each held byte costs about four in the
+	// process (body, decoded rows, garbage-collector headroom). Default
+	// 64 MiB; at least MaxBodyBytes.
 	MaxInflightBytes int64
 	QueueTimeout     time.Duration // wait for ingest buffer room before 503; default 2 s
 	RetryAfter       time.Duration // advertised on 503; default 1 s
@@ -79,7 +81,7 @@ func (o *Options) setDefaults() {
 		o.QueueTimeout = 2 * time.Second
 	}
 	if o.MaxInflightBytes == 0 {
-		o.MaxInflightBytes = 256 << 20
+		o.MaxInflightBytes = 64 << 20
 	}
 	o.MaxInflightBytes = max(o.MaxInflightBytes, int64(o.MaxBodyBytes))
 	if o.RetryAfter == 0 {
@@ -167,7 +169,8 @@ type request struct {
 	ev       clickagg.Event // for Messages
 	rejected [16]int64      // by field, added to the totals only when answered
 	reasons  [8]int64       // by clickagg.RejectReason
-	body     bytes.Buffer
+	raw      bytes.Buffer   // body as sent, when streamed
+	body     bytes.Buffer   // body inflated
 	gz       *gzip.Reader
 	ans      Answer
 }
@@ -183,19 +186,22 @@ func New(add Adder, o Options) *Collector {
 // Handle is the Fiber handler of POST /v1/events.
 func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	c.requests.Add(1)
-	raw := ctx.Request().Body()
-	if len(raw) > c.o.MaxBodyBytes {
-		return c.badBody(ctx, fiber.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", c.o.MaxBodyBytes))
-	}
-	// Room for this body among the requests in flight, or 503 at once:
-	// waiting would hold the body in memory all the same.
-	weight := int64(max(len(raw), 1))
-	if !c.inflight.TryAcquire(weight) {
-		return c.addFailed(ctx, errOverloaded)
-	}
-	defer c.inflight.Release(weight)
 	r := c.state.Get().(*request)
-	defer c.state.Put(r)
+	defer c.put(r)
+	// Every byte held for this request (body as sent, then inflated) is
+	// taken from MaxInflightBytes before it is read, or the answer is 503 at
+	// once: memory under overload stays bounded by the budget, not by the
+	// number of clients.
+	held := meter{sem: c.inflight}
+	defer held.release()
+	raw, status, err := c.readBody(ctx, r, &held)
+	if err != nil {
+		c.discardBody(ctx)
+		if errors.Is(err, errOverloaded) {
+			return c.addFailed(ctx, err)
+		}
+		return c.badBody(ctx, status, err.Error())
+	}
 
 	body := raw
 	switch enc := string(ctx.Request().Header.Peek(fiber.HeaderContentEncoding)); enc {
@@ -203,7 +209,10 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	case "gzip":
 		var status int
 		var err error
-		if body, status, err = c.gunzip(r, raw); err != nil {
+		if body, status, err = c.gunzip(r, raw, &held); err != nil {
+			if errors.Is(err, errOverloaded) {
+				return c.addFailed(ctx, err)
+			}
 			return c.badBody(ctx, status, err.Error())
 		}
 	default:
@@ -212,7 +221,7 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 
 	now := c.o.Now().UTC()
 	c.begin(r, now)
-	err := r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
+	err = r.dec.Each(body, func(i int, raw []byte, ev *clickagg.Event, err error) error {
 		if i >= c.o.MaxEvents {
 			return errTooMany
 		}
@@ -404,9 +413,98 @@ func fieldIndex(field string) int {
 	return 0 // "" is invalid JSON
 }
 
-// gunzip inflates raw into r.body, refusing bodies that inflate past the
-// limit (a small gzip bomb must not take the memory of the process).
-func (c *Collector) gunzip(r *request, raw []byte) ([]byte, int, error) {
+// readBody reads the request body into r.raw under held. A body whose
+// length is known is refused before any byte is read when it is over
+// MaxBodyBytes or finds no room in the budget; a chunked one is taken in
+// steps as it arrives.
+func (c *Collector) readBody(ctx *fiber.Ctx, r *request, held *meter) ([]byte, int, error) {
+	req := ctx.Request()
+	if !req.IsBodyStream() { // a server without streaming read it already
+		raw := req.Body()
+		if len(raw) > c.o.MaxBodyBytes {
+			return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+		}
+		if !held.grow(int64(len(raw))) {
+			return nil, 0, errOverloaded
+		}
+		return raw, 0, nil
+	}
+	n := req.Header.ContentLength()
+	if n > c.o.MaxBodyBytes {
+		return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+	}
+	r.raw.Reset()
+	if err := c.readMetered(&r.raw, ctx.Context().RequestBodyStream(), n, c.o.MaxBodyBytes, held); err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+		}
+		if errors.Is(err, errOverloaded) {
+			return nil, 0, err
+		}
+		return nil, fiber.StatusBadRequest, fmt.Errorf("read body: %w", err)
+	}
+	return r.raw.Bytes(), 0, nil
+}
+
+// discardBody reads what is left of a refused body, up to MaxBodyBytes,
+// so that the client reads the answer instead of a
+// connection reset and may retry on the same connection. Past that (or on a
+// read error) the connection is closed after the answer.
+func (c *Collector) discardBody(ctx *fiber.Ctx) {
+	req := ctx.Request()
+	if !req.IsBodyStream() {
+		return
+	}
+	if n := req.Header.ContentLength(); n > c.o.MaxBodyBytes {
+		ctx.Context().SetConnectionClose()
+		return
+	}
+	// io.Discard reads through its own small pooled buffer.
+	n, err := io.Copy(io.Discard, io.LimitReader(ctx.Context().RequestBodyStream(), int64(c.o.MaxBodyBytes)+1))
+	if err != nil || n > int64(c.o.MaxBodyBytes) {
+		ctx.Context().SetConnectionClose()
+	}
+}
+
+// readStep is how much of a body of unknown size is taken from the budget
+// at a time.
+const readStep = 256 << 10
+
+var errTooLarge = errors.New("over the limit")
+
+// readMetered appends src to dst, at most limit bytes (errTooLarge past
+// it), growing held before each read. size is the length when known, -1
+// otherwise.
+func (c *Collector) readMetered(dst *bytes.Buffer, src io.Reader, size, limit int, held *meter) error {
+	if size >= 0 {
+		if !held.grow(held.n + int64(max(size, 1))) {
+			return errOverloaded
+		}
+		dst.Grow(size)
+		_, err := io.CopyN(dst, src, int64(size))
+		return err
+	}
+	base := held.n
+	for {
+		if !held.grow(base + int64(dst.Len()+readStep)) {
+			return errOverloaded
+		}
+		dst.Grow(readStep)
+		n, err := dst.ReadFrom(io.LimitReader(src, readStep))
+		switch {
+		case dst.Len() > limit:
+			return errTooLarge
+		case err != nil:
+			return err
+		case n < readStep:
+			return nil
+		}
+	}
+}
+
+// gunzip inflates raw into r.body under held, refusing bodies that inflate
+// past the limit (a small gzip bomb must not take the memory of the process).
+func (c *Collector) gunzip(r *request, raw []byte, held *meter) ([]byte, int, error) {
 	var err error
 	if r.gz == nil {
 		r.gz, err = gzip.NewReader(bytes.NewReader(raw))
@@ -417,14 +515,55 @@ func (c *Collector) gunzip(r *request, raw []byte) ([]byte, int, error) {
 		return nil, fiber.StatusBadRequest, fmt.Errorf("invalid gzip body: %v", err)
 	}
 	r.body.Reset()
-	n, err := r.body.ReadFrom(io.LimitReader(r.gz, int64(c.o.MaxDecodedBytes)+1))
-	if err != nil {
+	switch err := c.readMetered(&r.body, r.gz, -1, c.o.MaxDecodedBytes, held); {
+	case errors.Is(err, errTooLarge):
+		return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body inflates past %d bytes", c.o.MaxDecodedBytes)
+	case errors.Is(err, errOverloaded):
+		return nil, 0, err
+	case err != nil:
 		return nil, fiber.StatusBadRequest, fmt.Errorf("invalid gzip body: %v", err)
 	}
-	if n > int64(c.o.MaxDecodedBytes) {
-		return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body inflates past %d bytes", c.o.MaxDecodedBytes)
-	}
 	return r.body.Bytes(), 0, nil
+}
+
+// meter is a request's share of MaxInflightBytes, taken as it grows.
+type meter struct {
+	sem *semaphore.Weighted
+	n   int64
+}
+
+// grow raises the share to n bytes, or reports false at once when the
+// budget has no room.
+func (m *meter) grow(n int64) bool {
+	if n <= m.n {
+		return true
+	}
+	if !m.sem.TryAcquire(n - m.n) {
+		return false
+	}
+	m.n = n
+	return true
+}
+
+func (m *meter) release() {
+	m.sem.Release(m.n)
+	m.n = 0
+}
+
+// pooledBufferCap is the largest body buffer kept for reuse: bigger ones
+// go to the garbage collector, so the pool cannot hold more memory than
+// the budget lets requests use.
+const pooledBufferCap = 1 << 20
+
+// put returns r to the pool without its large buffers.
+func (c *Collector) put(r *request) {
+	if r.raw.Cap() > pooledBufferCap {
+		r.raw = bytes.Buffer{}
+	}
+	if r.body.Cap() > pooledBufferCap {
+		r.body = bytes.Buffer{}
+	}
+	c.state.Put(r)
 }
 
 // BodyRefused counts a body the HTTP server refused before Handle saw it

@@ -150,15 +150,16 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	t.Run("over the server limit", func(t *testing.T) {
-		// The server answers 413 from the headers and closes the connection;
-		// a client still writing the body may see that as a reset instead of
-		// the answer, so only the headers are sent.
+		// The server answers 413 once it has the headers and the first 8 KiB
+		// it prefetches, and closes the connection; a client still writing
+		// the body may see that as a reset instead of the answer, so only
+		// the headers and 64 KiB are sent.
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n", 3<<20)
+		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", 3<<20, bytes.Repeat([]byte{' '}, 64<<10))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -390,5 +391,57 @@ func TestInflightBytesShed(t *testing.T) {
 	}
 	if st := col.Stats(); st.Shed != 1 || st.Accepted != 1 {
 		t.Errorf("stats %+v: want one shed, one accepted", st)
+	}
+}
+
+// TestStreamedBodies: bodies are read by the collector under its byte
+// budget: a chunked body of unknown length is accepted, one past
+// MaxBodyBytes is refused with 413 as it arrives, and a gzip body whose
+// inflated size finds no room in the budget gets 503 instead of growing.
+func TestStreamedBodies(t *testing.T) {
+	s := start(t, collector.Options{MaxBodyBytes: 64 << 10, MaxInflightBytes: 512 << 10, MaxDecodedBytes: 8 << 20})
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/events", io.MultiReader(strings.NewReader(ok1+"\n"), strings.NewReader(strings.Replace(ok1, "ok-1", "ok-2", 1))))
+	if req.ContentLength != 0 || req.TransferEncoding != nil {
+		t.Fatalf("request length %d: want an unknown length (chunked)", req.ContentLength)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"accepted":2`) {
+		t.Errorf("chunked body: %d %s", resp.StatusCode, raw)
+	}
+
+	t.Run("chunked past the limit", func(t *testing.T) {
+		// Sent whole with its last chunk, so the server has read all of it
+		// when it answers and the close cannot reset the answer away.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fill := bytes.Repeat([]byte{' '}, 100<<10)
+		fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(fill), fill)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a answer
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != 413 || a.Field != "body" {
+			t.Errorf("status %d, body %+v (%v), want 413 naming the body", resp.StatusCode, a, err)
+		}
+	})
+
+	t.Run("inflating past the budget", func(t *testing.T) {
+		status, a, h := s.post(t, gz(strings.Repeat(" ", 2<<20)), "Content-Encoding", "gzip")
+		if status != 503 || h.Get("Retry-After") == "" || a.Error == "" {
+			t.Errorf("status %d, %+v, Retry-After %q: want 503 with Retry-After", status, a, h.Get("Retry-After"))
+		}
+	})
+	if st := s.col.Stats(); st.Accepted != 2 || st.Shed != 1 || st.BadBodies != 1 {
+		t.Errorf("stats %+v: want 2 accepted, 1 shed, 1 bad body", st)
 	}
 }

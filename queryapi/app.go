@@ -69,7 +69,29 @@ func New(o Options) *fiber.App {
 		ErrorHandler:          errorHandler(o.BodyRefused),
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
+		// The collector reads bodies itself, after taking room for them from
+		// its in-flight budget; fasthttp would otherwise buffer every
+		// connection's whole body before any handler could refuse it.
+		StreamRequestBody: o.Ingest != nil,
 	})
+	if o.Ingest != nil {
+		// Other routes leave a streamed body unread: the connection cannot
+		// carry another request after it.
+		// A body announced over BodyLimit is refused here as fasthttp refuses
+		// one when it does not stream.
+		app.Use(func(c *fiber.Ctx) error {
+			n := c.Request().Header.ContentLength()
+			if n > 0 || n == -1 {
+				if c.Path() != "/v1/events" || n > o.BodyLimit {
+					c.Context().SetConnectionClose()
+				}
+				if n > o.BodyLimit {
+					return fiber.ErrRequestEntityTooLarge
+				}
+			}
+			return c.Next()
+		})
+	}
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", readyz(o.Checks))
 	if o.Ingest != nil {
