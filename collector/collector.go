@@ -32,14 +32,15 @@ type Adder interface {
 // Options configures a Collector. The zero value works.
 type Options struct {
 	MaxBodyBytes    int // request body as sent; default 16 MiB
-	MaxDecodedBytes int // body after gzip; default 64 MiB
+	MaxDecodedBytes int // body after gzip; default 32 MiB (about MaxEvents events)
 	MaxEvents       int // events per request; default 100000
 	// MaxInflightBytes bounds the bodies (as sent and inflated) of the
 	// requests being read, decoded and committed at once, so memory under
 	// overload stays bounded whatever the number of clients: a request that
 	// finds no room gets 503 at once. Each held byte costs about four in the
 	// process (body, decoded rows, garbage-collector headroom). Default
-	// 64 MiB; at least MaxBodyBytes.
+	// 64 MiB; at least what one request may hold (MaxBodyBytes plus
+	// MaxDecodedBytes), so a lone request meets its own limits, not 503.
 	MaxInflightBytes int64
 	QueueTimeout     time.Duration // wait for ingest buffer room before 503; default 2 s
 	RetryAfter       time.Duration // advertised on 503; default 1 s
@@ -72,7 +73,7 @@ func (o *Options) setDefaults() {
 		o.MaxBodyBytes = 16 << 20
 	}
 	if o.MaxDecodedBytes == 0 {
-		o.MaxDecodedBytes = 64 << 20
+		o.MaxDecodedBytes = 32 << 20
 	}
 	if o.MaxEvents == 0 {
 		o.MaxEvents = 100000
@@ -83,7 +84,7 @@ func (o *Options) setDefaults() {
 	if o.MaxInflightBytes == 0 {
 		o.MaxInflightBytes = 64 << 20
 	}
-	o.MaxInflightBytes = max(o.MaxInflightBytes, int64(o.MaxBodyBytes))
+	o.MaxInflightBytes = max(o.MaxInflightBytes, int64(o.MaxBodyBytes)+int64(o.MaxDecodedBytes)+2)
 	if o.RetryAfter == 0 {
 		o.RetryAfter = time.Second
 	}
@@ -196,7 +197,11 @@ func (c *Collector) Handle(ctx *fiber.Ctx) error {
 	defer held.release()
 	raw, status, err := c.readBody(ctx, r, &held)
 	if err != nil {
-		c.discardBody(ctx)
+		if status == fiber.StatusBadRequest { // a body that failed to read cannot be read away
+			ctx.Context().SetConnectionClose()
+		} else {
+			c.discardBody(ctx)
+		}
 		if errors.Is(err, errOverloaded) {
 			return c.addFailed(ctx, err)
 		}
@@ -486,18 +491,21 @@ func (c *Collector) readMetered(dst *bytes.Buffer, src io.Reader, size, limit in
 	}
 	base := held.n
 	for {
-		if !held.grow(base + int64(dst.Len()+readStep)) {
+		// Up to limit+1 bytes, so that a lone request always finds room to
+		// meet its limit.
+		step := min(readStep, limit+1-dst.Len())
+		if !held.grow(base + int64(dst.Len()+step)) {
 			return errOverloaded
 		}
-		dst.Grow(readStep)
-		n, err := dst.ReadFrom(io.LimitReader(src, readStep))
+		dst.Grow(step)
+		n, err := dst.ReadFrom(io.LimitReader(src, int64(step)))
 		switch {
-		case dst.Len() > limit:
-			return errTooLarge
 		case err != nil:
 			return err
-		case n < readStep:
+		case n < int64(step):
 			return nil
+		case dst.Len() > limit:
+			return errTooLarge
 		}
 	}
 }
