@@ -423,11 +423,14 @@ func fieldIndex(field string) int {
 // MaxBodyBytes or finds no room in the budget; a chunked one is taken in
 // steps as it arrives.
 func (c *Collector) readBody(ctx *fiber.Ctx, r *request, held *meter) ([]byte, int, error) {
+	tooLarge := func() ([]byte, int, error) {
+		return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+	}
 	req := ctx.Request()
 	if !req.IsBodyStream() { // a server without streaming read it already
 		raw := req.Body()
 		if len(raw) > c.o.MaxBodyBytes {
-			return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+			return tooLarge()
 		}
 		if !held.grow(int64(len(raw))) {
 			return nil, 0, errOverloaded
@@ -436,12 +439,12 @@ func (c *Collector) readBody(ctx *fiber.Ctx, r *request, held *meter) ([]byte, i
 	}
 	n := req.Header.ContentLength()
 	if n > c.o.MaxBodyBytes {
-		return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+		return tooLarge()
 	}
 	r.raw.Reset()
 	if err := c.readMetered(&r.raw, ctx.Context().RequestBodyStream(), n, c.o.MaxBodyBytes, held); err != nil {
 		if errors.Is(err, errTooLarge) {
-			return nil, fiber.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes", c.o.MaxBodyBytes)
+			return tooLarge()
 		}
 		if errors.Is(err, errOverloaded) {
 			return nil, 0, err
@@ -451,22 +454,24 @@ func (c *Collector) readBody(ctx *fiber.Ctx, r *request, held *meter) ([]byte, i
 	return r.raw.Bytes(), 0, nil
 }
 
-// discardBody reads what is left of a refused body, up to MaxBodyBytes,
-// so that the client reads the answer instead of a
-// connection reset and may retry on the same connection. Past that (or on a
-// read error) the connection is closed after the answer.
+// discardBody reads what is left of a refused body, up to twice
+// MaxBodyBytes, so that the client reads the answer instead of a connection reset and may
+// retry on the same connection. Past that (or on a read error) the
+// connection is closed after the answer.
 func (c *Collector) discardBody(ctx *fiber.Ctx) {
 	req := ctx.Request()
 	if !req.IsBodyStream() {
 		return
 	}
-	if n := req.Header.ContentLength(); n > c.o.MaxBodyBytes {
+	// Up to twice the limit, so a body just over it is answered cleanly too.
+	most := 2 * int64(c.o.MaxBodyBytes)
+	if n := req.Header.ContentLength(); int64(n) > most {
 		ctx.Context().SetConnectionClose()
 		return
 	}
 	// io.Discard reads through its own small pooled buffer.
-	n, err := io.Copy(io.Discard, io.LimitReader(ctx.Context().RequestBodyStream(), int64(c.o.MaxBodyBytes)+1))
-	if err != nil || n > int64(c.o.MaxBodyBytes) {
+	n, err := io.Copy(io.Discard, io.LimitReader(ctx.Context().RequestBodyStream(), most+1))
+	if err != nil || n > most {
 		ctx.Context().SetConnectionClose()
 	}
 }
