@@ -5,6 +5,7 @@ package chclient
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -23,6 +24,7 @@ type Options struct {
 	User        string        // default "default"
 	Password    string        // never logged
 	DialTimeout time.Duration // default 5 s
+	TLS         *tls.Config   // nil: plain TCP; also used by https:// inserts
 }
 
 // WithDefaults fills the zero fields.
@@ -55,6 +57,7 @@ func Open(o Options) (driver.Conn, error) {
 		Addr:        []string{o.Native},
 		Auth:        clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
 		DialTimeout: o.DialTimeout,
+		TLS:         o.TLS,
 		ReadTimeout: 5 * time.Minute, // a safety net; callers bound queries by ctx
 	})
 	if err != nil {

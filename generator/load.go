@@ -31,6 +31,8 @@ type LoadOptions struct {
 	Concurrency int
 	// Gzip compresses request bodies.
 	Gzip bool
+	// Token is sent as "Authorization: Bearer <Token>" when set.
+	Token string
 	// Progress, when set, gets a line every second about the last second.
 	Progress io.Writer
 	// Client sends the requests; default one with a 30 s timeout.
@@ -116,7 +118,7 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 	st := newStats()
 	stopProgress := startProgress(o.Progress, st)
 	began := time.Now()
-	p := &poster{client: client, url: target, gzip: o.Gzip, st: st}
+	p := &poster{client: client, url: target, gzip: o.Gzip, token: o.Token, st: st}
 	queue := make(chan *batch, o.Concurrency)
 	// Every batch is with the producer, in the queue or with a worker; free
 	// holds the idle ones so a run reuses a fixed set of buffers.

@@ -33,6 +33,7 @@ type poster struct {
 	client *http.Client
 	url    string
 	gzip   bool
+	token  string
 	st     *stats
 }
 
@@ -86,6 +87,9 @@ func (p *poster) post(ctx context.Context, body []byte) (int, http.Header, []byt
 	req.Header.Set("Content-Type", "application/x-ndjson")
 	if p.gzip {
 		req.Header.Set("Content-Encoding", "gzip")
+	}
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
 	res, err := p.client.Do(req)
 	if err != nil {

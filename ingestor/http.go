@@ -3,6 +3,7 @@ package ingestor
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type HTTPOptions struct {
 	// NoCompression sends blocks as they are instead of in ClickHouse's LZ4
 	// framing (decompress=1), trading bandwidth for CPU.
 	NoCompression bool
+	TLS           *tls.Config  // for an https:// URL; nil: the system's roots
 	Client        *http.Client // default: a client with keep-alive and no overall timeout (deadlines come from ctx)
 }
 
@@ -62,6 +64,7 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     2 * time.Second, // below ClickHouse's keep_alive_timeout (3 s), so idle conns are not reused after the server dropped them
+			TLSClientConfig:     o.TLS,
 		}}
 	}
 	u, err := url.Parse(o.URL)

@@ -94,7 +94,8 @@ type Stats struct {
 	BufferedRows  int64 `json:"buffered_rows"` // accepted by Add, not yet committed or failed
 	CommittedRows int64 `json:"committed_rows"`
 	FailedRows    int64 `json:"failed_rows"`
-	Blocks        int64 `json:"blocks"` // blocks committed
+	Blocks        int64 `json:"blocks"`        // blocks committed
+	FailedBlocks  int64 `json:"failed_blocks"` // blocks whose INSERT failed for good
 	Retries       int64 `json:"retries"`
 	// Recovered counts blocks whose INSERT answer was lost but which a
 	// probe found in the table: not inserted again.
@@ -133,7 +134,7 @@ type Ingestor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	buffered, committed, failed, blocks, retries, recovered atomic.Int64
+	buffered, committed, failed, blocks, failedBlocks, retries, recovered atomic.Int64
 }
 
 // New starts an Ingestor sending through t.
@@ -279,6 +280,7 @@ func (in *Ingestor) Stats() Stats {
 		CommittedRows: in.committed.Load(),
 		FailedRows:    in.failed.Load(),
 		Blocks:        in.blocks.Load(),
+		FailedBlocks:  in.failedBlocks.Load(),
 		Retries:       in.retries.Load(),
 		Recovered:     in.recovered.Load(),
 	}
@@ -306,6 +308,7 @@ func (in *Ingestor) sender() {
 		in.buffered.Add(-int64(n))
 		if err != nil {
 			in.failed.Add(int64(n))
+			in.failedBlocks.Add(1)
 		} else {
 			in.committed.Add(int64(n))
 			in.blocks.Add(1)

@@ -5,9 +5,11 @@ package queryapi
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
 
 	"github.com/clickagg/clickagg"
 )
@@ -42,6 +44,16 @@ type Options struct {
 	MaxRange        time.Duration // longest from/to span; default 31 days
 	MaxTopN         int           // largest n of top and benchmark; default 1000
 	Now             func() time.Time
+
+	// Auth guards every route but health, readiness and docs: bearer
+	// tokens, the ingest rate per token, requests handled at once.
+	Auth AuthOptions
+
+	// Observer sees every request's route, status and latency; optional.
+	Observer RequestObserver
+	// Prometheus serves GET /metrics (the query side's auth applies);
+	// nil disables the route.
+	Prometheus http.Handler
 }
 
 // api holds what the handlers need.
@@ -66,7 +78,7 @@ func New(o Options) *fiber.App {
 		AppName:               "clickagg",
 		BodyLimit:             o.BodyLimit,
 		DisableStartupMessage: true,
-		ErrorHandler:          errorHandler(o.BodyRefused),
+		ErrorHandler:          errorHandler(o.BodyRefused, o.Auth.Hooks),
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
 		// The collector reads bodies itself, after taking room for them from
@@ -74,6 +86,9 @@ func New(o Options) *fiber.App {
 		// connection's whole body before any handler could refuse it.
 		StreamRequestBody: o.Ingest != nil,
 	})
+	if o.Observer != nil {
+		app.Use(observe(o.Observer))
+	}
 	if o.Ingest != nil {
 		// Other routes leave a streamed body unread: the connection cannot
 		// carry another request after it.
@@ -92,8 +107,15 @@ func New(o Options) *fiber.App {
 			return c.Next()
 		})
 	}
+	// Before every route, so that routes added later are guarded too.
+	if g := newGuard(o.Auth, o.BodyLimit, o.Now); g != nil {
+		app.Use(g.handle)
+	}
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", readyz(o.Checks))
+	if o.Prometheus != nil {
+		app.Get("/metrics", adaptor.HTTPHandler(o.Prometheus))
+	}
 	if o.Ingest != nil {
 		app.Post("/v1/events", o.Ingest)
 	}
@@ -121,9 +143,12 @@ func New(o Options) *fiber.App {
 
 // errorHandler answers every error as JSON, including the ones fasthttp
 // raises before a handler runs (413 over BodyLimit, 404, 405).
-func errorHandler(bodyRefused func()) fiber.ErrorHandler {
+func errorHandler(bodyRefused func(), hooks Hooks) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		if code, body := errorStatus(err); code != 0 {
+			if code == fiber.StatusBadRequest {
+				refused(hooks, routeClass(c.Path()), ReasonBadParam)
+			}
 			return c.Status(code).JSON(body)
 		}
 		code := fiber.StatusInternalServerError

@@ -304,6 +304,7 @@ func TestEveryRouteDocumented(t *testing.T) {
 		Direct:          docsNopMetrics{},
 		CacheStats:      func() any { return nil },
 		ReconcileStatus: func() any { return nil },
+		Prometheus:      http.NotFoundHandler(),
 	})
 	spec, err := SpecPaths()
 	if err != nil {

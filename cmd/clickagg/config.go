@@ -18,6 +18,7 @@ type flags struct {
 	*flag.FlagSet
 	local *services.Status // nil when `services up` never ran here
 	pos   []string         // positional arguments, wherever they stood
+	after []func() error   // run by parse: values that need files or checks
 }
 
 func newFlags(name, synopsis string, stderr io.Writer) *flags {
@@ -72,9 +73,19 @@ func (f *flags) clickhouse(o *chclient.Options) {
 	f.str(&o.HTTP, "clickhouse-http", "CLICKAGG_CLICKHOUSE_HTTP", def.HTTP, "ClickHouse HTTP interface URL (inserts)")
 	f.str(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", def.Native, "ClickHouse native protocol host:port (schema and queries)")
 	f.str(&o.Database, "clickhouse-database", "CLICKAGG_CLICKHOUSE_DATABASE", def.Database, "ClickHouse database")
-	f.str(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", def.User, "ClickHouse user")
-	// The password has no flag so that it never shows in a process list.
-	o.Password = os.Getenv("CLICKAGG_CLICKHOUSE_PASSWORD")
+	f.str(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", def.User, "ClickHouse user (password: CLICKAGG_CLICKHOUSE_PASSWORD or CLICKAGG_CLICKHOUSE_PASSWORD_FILE)")
+	t := new(tlsFlags)
+	t.register(f, "clickhouse", "CLICKAGG_CLICKHOUSE", "ClickHouse (the native port, e.g. 9440; inserts use TLS when --clickhouse-http is https://, with the same CA and certificate)")
+	f.after = append(f.after, func() (err error) {
+		// The password has no flag so that it never shows in a process list.
+		if o.Password, err = envSecret("CLICKAGG_CLICKHOUSE_PASSWORD"); err != nil {
+			return err
+		}
+		if o.TLS, err = t.config(); err != nil {
+			return fmt.Errorf("clickhouse %w", err)
+		}
+		return nil
+	})
 }
 
 // redis registers the Redis address flag.
@@ -108,6 +119,11 @@ func (f *flags) parse(args []string, max int) error {
 		fmt.Fprintf(f.Output(), "unexpected arguments: %v\n", f.pos[max:])
 		f.Usage()
 		return errUsage
+	}
+	for _, fn := range f.after {
+		if err := fn(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

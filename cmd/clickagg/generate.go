@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"time"
 
@@ -44,6 +45,10 @@ func (g *genFlags) options() (generator.Options, generator.LoadOptions) {
 	}
 	if src.DuplicateShare == 0 {
 		src.DuplicateShare = -1
+	}
+	if g.load.Token == "" {
+		// From the environment only, as serve's tokens.
+		g.load.Token = os.Getenv("CLICKAGG_GENERATE_TOKEN")
 	}
 	return src, g.load
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -80,7 +81,7 @@ func TestLocalWorkflow(t *testing.T) {
 	done := make(chan int, 1)
 	var serveErr bytes.Buffer
 	go func() {
-		done <- run(sctx, []string{"serve", "--listen", listen, "--linger", "10ms"}, &bytes.Buffer{}, &serveErr)
+		done <- run(sctx, []string{"serve", "--listen", listen, "--linger", "10ms", "--log-format", "json"}, &bytes.Buffer{}, &serveErr)
 	}()
 	var resp *http.Response
 	for range 100 {
@@ -142,9 +143,17 @@ func TestLocalWorkflow(t *testing.T) {
 	if !recon.Enabled || recon.Last == nil || recon.Last.Err != "" || len(recon.Last.Tables) == 0 {
 		t.Errorf("reconcile status %+v", recon)
 	}
+	checkPrometheus(t, listen, status.Collector.Accepted)
 	stop() // as SIGTERM does: drain, flush, exit 0
 	if code := <-done; code != 0 {
 		t.Fatalf("serve exit %d: %s", code, serveErr.String())
+	}
+	// --log-format json: every line of serve's log is one JSON record.
+	for line := range strings.SplitSeq(strings.TrimSpace(serveErr.String()), "\n") {
+		var rec struct{ Time, Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Level == "" || rec.Msg == "" {
+			t.Errorf("log line is not a slog JSON record: %q", line)
+		}
 	}
 	n, err := services.Query(ctx, st.ClickHouseHTTP, st.Database, "SELECT count() FROM events")
 	if err != nil || strings.TrimSpace(n) == "0" {
@@ -248,5 +257,45 @@ func TestHelpAndUsage(t *testing.T) {
 	}
 	if _, _, code := clickagg(t, ctx, "services", "sideways"); code != 2 {
 		t.Errorf("unknown subcommand exit %d", code)
+	}
+}
+
+// checkPrometheus reads GET /metrics: the ingest counters agree with the
+// status route, and every family the dashboard uses is present.
+func checkPrometheus(t *testing.T, listen string, accepted int64) {
+	t.Helper()
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var got int64
+	for line := range strings.SplitSeq(text, "\n") {
+		if v, ok := strings.CutPrefix(line, `clickagg_ingest_events_total{outcome="accepted"} `); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			got = int64(f)
+		}
+	}
+	// The Kafka drain counts through the same collector after the status read.
+	if got < accepted {
+		t.Errorf("clickagg_ingest_events_total accepted %d, status said %d", got, accepted)
+	}
+	for _, want := range []string{
+		"clickagg_ingest_requests_total ", `clickagg_ingest_requests_refused_total{reason="shed"}`,
+		"clickagg_ingest_buffered_rows ", "clickagg_ingest_committed_rows_total ", "clickagg_ingest_block_rows_count ",
+		`clickagg_ingest_flush_duration_seconds_count{result="ok"}`, "clickagg_clickhouse_insert_retries_total ",
+		`clickagg_http_request_duration_seconds_count{code="200",method="GET",route="/v1/ingest/status"}`,
+		"clickagg_cache_hit_ratio ", "clickagg_redis_errors_total ", "clickagg_reconcile_drift_rows{table=",
+		"clickagg_reconcile_last_run_timestamp_seconds ", "clickagg_kafka_lag_messages{partition=",
+		"clickagg_kafka_drained_messages_total ", "clickagg_dedup_ids ", "go_goroutines ", "process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // for --debug-listen only: it registers on DefaultServeMux
@@ -23,7 +22,9 @@ import (
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
+	"github.com/clickagg/clickagg/kafka"
 	"github.com/clickagg/clickagg/kafkaengine"
+	"github.com/clickagg/clickagg/prom"
 	"github.com/clickagg/clickagg/queryapi"
 	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/schema"
@@ -31,30 +32,35 @@ import (
 
 // serveConfig is everything serve is told by flags and environment.
 type serveConfig struct {
-	listen, redisAddr string
-	ch                chclient.Options
-	migrate           bool
-	drain             time.Duration
-	ingest            ingestor.Options
-	co                collector.Options
-	cacheOpts         cache.Options
-	dedupOpts         dedup.Options
-	janitor           janitorOptions
-	recon             reconcile.SchedulerOptions
-	noReconcile       bool
-	kafkaBrokers      string
-	drainOpts         kafkaengine.DrainOptions
-	verifyEvery       time.Duration
-	verifyWindow      time.Duration
-	debugListen       string
-	inflightMiB       int
-	g                 genFlags
+	listen       string
+	redis        redisConfig
+	logs         logConfig
+	sec          securityConfig
+	ch           chclient.Options
+	migrate      bool
+	drain        time.Duration
+	ingest       ingestor.Options
+	co           collector.Options
+	cacheOpts    cache.Options
+	dedupOpts    dedup.Options
+	janitor      janitorOptions
+	recon        reconcile.SchedulerOptions
+	noReconcile  bool
+	kafkaBrokers string
+	drainOpts    kafkaengine.DrainOptions
+	verifyEvery  time.Duration
+	verifyWindow time.Duration
+	debugListen  string
+	inflightMiB  int
+	g            genFlags
 }
 
 func (c *serveConfig) register(f *flags) {
 	f.listen(&c.listen)
 	f.clickhouse(&c.ch)
-	f.redis(&c.redisAddr)
+	c.redis.register(f)
+	c.logs.register(f)
+	c.sec.register(f)
 	f.bool(&c.migrate, "migrate", "CLICKAGG_MIGRATE", false, "apply the embedded schema migrations before serving")
 	f.dur(&c.drain, "shutdown-timeout", "CLICKAGG_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long to drain requests and flush buffered events")
 	f.int(&c.ingest.MaxRows, "batch-rows", "CLICKAGG_BATCH_ROWS", 65536, "rows that make an INSERT block")
@@ -92,7 +98,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := f.parse(args, 0); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// Tokens are loaded before anything connects: a bad file fails at once.
+	var guard queryapi.Options
+	if err := c.sec.apply(&guard); err != nil {
+		return err
+	}
+	log := c.logs.logger(stderr)
+	useRedisLog(log)
 	c.co.MaxInflightBytes = int64(c.inflightMiB) << 20
 
 	if c.migrate {
@@ -102,20 +114,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("schema migrated", "database", c.ch.Database)
 	}
 
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: c.ch.HTTP, Database: c.ch.Database, User: c.ch.User, Password: c.ch.Password})
+	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: c.ch.HTTP, Database: c.ch.Database, User: c.ch.User, Password: c.ch.Password, TLS: c.ch.TLS})
 	if err != nil {
 		return err
 	}
+	// The exporter's sources are filled in as their owners are built.
+	var src prom.Sources
+	exp := prom.New(&src)
+	c.ingest.Hooks, c.cacheOpts.Hooks, guard.Auth.Hooks = exp, exp, exp
 	in := ingestor.New(tr, c.ingest)
-	rdb := redis.NewClient(&redis.Options{
-		Addr:     c.redisAddr,
-		Password: envPassword("CLICKAGG_REDIS_PASSWORD"),
-		// The cache bounds each call; let go-redis honour those deadlines and
-		// fail fast while Redis is down instead of retrying.
-		ContextTimeoutEnabled: true,
-		DialTimeout:           time.Second,
-		MaxRetries:            -1,
-	})
+	ro, err := c.redis.options()
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(ro)
 	defer rdb.Close()
 	conn, err := chclient.Open(c.ch)
 	if err != nil {
@@ -157,6 +169,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		background.Go(func() { sched.Run(ctx) })
 	}
 	background.Go(func() { runJanitor(ctx, store, c.janitor, log) })
+	src.Collector, src.Ingestor, src.Dedup, src.Cache = col.Stats, in.Stats, seen.Stats, cached.Stats
+	src.KafkaLag = func() *kafka.Lag { return monitor.last().Lag }
+	src.Drain = func() *kafkaengine.DrainStats { ds := drain.Stats(); return &ds }
+	if sched != nil {
+		src.Reconcile = sched.Last
+	}
 	app := queryapi.New(queryapi.Options{
 		Metrics:    cached,
 		Direct:     store,
@@ -176,7 +194,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			ks.Verify = verifier.last()
 			return fiber.Map{"collector": col.Stats(), "ingestor": in.Stats(), "dedup": seen.Stats(), "kafka": ks}
 		},
-		BodyLimit: max(c.co.MaxBodyBytes*2, 1<<20),
+		BodyLimit:  max(c.co.MaxBodyBytes*2, 1<<20),
+		Observer:   exp,
+		Auth:       guard.Auth,
+		Prometheus: exp.Handler(),
 		Checks: []queryapi.Check{
 			{Name: "clickhouse", Critical: true, Probe: store.Ping},
 			{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
@@ -199,13 +220,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
-	log.Info("serving", "listen", ln.Addr().String(), "clickhouse", c.ch.HTTP, "database", c.ch.Database, "redis", c.redisAddr)
+	log.Info("serving", "listen", ln.Addr().String(), "clickhouse", c.ch.HTTP, "database", c.ch.Database, "redis", c.redis.addr)
 
 	genDone := make(chan struct{})
 	genCtx, stopGen := context.WithCancel(ctx)
 	defer stopGen()
 	if src, load := c.g.options(); load.Rate != 0 {
 		load.Target = "http://" + ln.Addr().String()
+		if len(guard.Auth.IngestTokens) > 0 {
+			load.Token = guard.Auth.IngestTokens[0]
+		}
 		load.Progress = stderr
 		go func() {
 			defer close(genDone)
