@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-kafka bench-ingest bench-http bench bench-quick clean
+.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
 
 all: build
 
@@ -40,6 +40,10 @@ test: build
 	$(GO) vet ./...
 	CLICKAGG_E2E=1 $(GO) test -count=1 -timeout 15m ./...
 	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./eventjson
+	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzMetricsOne$$' -fuzztime 10000x ./queryapi
+	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzMetricsGrouped$$' -fuzztime 10000x ./queryapi
+	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzSeries$$' -fuzztime 10000x ./queryapi
+	CLICKAGG_E2E=1 $(GO) test -count=1 -run '^$$' -fuzz '^FuzzTop$$' -fuzztime 10000x ./queryapi
 
 test-short:
 	$(GO) test -count=1 ./...
@@ -52,9 +56,16 @@ EVENTS ?= 10000000
 bench-query:
 	benchmarks/query.sh $(EVENTS)
 
+# In-process benchmarks, 10 runs, compared by benchstat with the committed
+# baseline (benchmarks/go-baseline.txt); `make bench-go-baseline` replaces it.
+BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 bench-go: build
 	$(BIN) services install
-	CLICKAGG_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -count 5 ./ingestor ./generator
+	CLICKAGG_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -count 10 ./ingestor ./generator | tee benchmarks/go-latest.txt
+	$(BENCHSTAT) benchmarks/go-baseline.txt benchmarks/go-latest.txt
+
+bench-go-baseline: bench-go
+	cp benchmarks/go-latest.txt benchmarks/go-baseline.txt
 
 # Ingest end to end: clickagg's collector against clickhouse-client's loader
 # on the same corpus (INGEST_EVENTS, default 2 M).
@@ -84,3 +95,9 @@ bench-kafka: build
 
 clean:
 	rm -rf bin
+
+# Soak: 70 % of SUSTAINABLE (default 140000) events/s for SOAK_DURATION
+# (default 10m), serve's RSS and goroutines sampled every 10 s; the verdict
+# is their slope over the second half. Quick: make bench-soak SOAK_DURATION=60s
+bench-soak:
+	benchmarks/soak.sh

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/url"
@@ -591,5 +592,233 @@ func TestComposeKafka(t *testing.T) {
 	}
 	if !mounted {
 		t.Errorf("clickhouse does not mount deploy/clickhouse/kafka.xml into config.d")
+	}
+}
+
+// clickaggMetrics are the series clickagg's GET /metrics exports, besides
+// the Go and process collectors' go_* and process_*; histograms also as
+// _bucket, _sum and _count.
+var clickaggMetrics = map[string]bool{ // name → histogram
+	"clickagg_ingest_requests_total":                false,
+	"clickagg_ingest_requests_refused_total":        false,
+	"clickagg_ingest_events_total":                  false,
+	"clickagg_ingest_rejected_events_total":         false,
+	"clickagg_ingest_buffered_rows":                 false,
+	"clickagg_ingest_committed_rows_total":          false,
+	"clickagg_ingest_failed_rows_total":             false,
+	"clickagg_ingest_block_rows":                    true,
+	"clickagg_ingest_flush_duration_seconds":        true,
+	"clickagg_clickhouse_insert_retries_total":      false,
+	"clickagg_clickhouse_errors_total":              false,
+	"clickagg_http_request_duration_seconds":        true,
+	"clickagg_query_duration_seconds":               true,
+	"clickagg_cache_hit_ratio":                      false,
+	"clickagg_redis_errors_total":                   false,
+	"clickagg_reconcile_drift_rows":                 false,
+	"clickagg_reconcile_last_run_timestamp_seconds": false,
+	"clickagg_kafka_lag_messages":                   false,
+	"clickagg_kafka_drained_messages_total":         false,
+	"clickagg_dedup_ids":                            false,
+}
+
+// knownMetric returns the clickagg metric name refers to, "go" or
+// "process" for the default collectors, or "" when it is none of them.
+func knownMetric(name string) string {
+	if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+		return name[:strings.IndexByte(name, '_')]
+	}
+	if _, ok := clickaggMetrics[name]; ok {
+		return name
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok && clickaggMetrics[base] {
+			return base
+		}
+	}
+	return ""
+}
+
+var (
+	// Parts of a PromQL expression that hold no metric names: strings
+	// (label values), Grafana variables, ranges, label matchers, and the
+	// label lists of by, without, on, ignoring and group_left/right.
+	promQLNoise = []*regexp.Regexp{
+		regexp.MustCompile(`"(?:[^"\\]|\\.)*"`),
+		regexp.MustCompile(`\$\{[^}]*\}|\$\w+`),
+		regexp.MustCompile(`\[[^\]]*\]`),
+		regexp.MustCompile(`\{[^}]*\}`),
+		regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`),
+	}
+	// A number or duration (0.99, 1e6, 5m), or a name and whether a
+	// call's parenthesis follows it.
+	promQLToken    = regexp.MustCompile(`\d[\w.]*|([A-Za-z_:][\w:]*)\s*(\()?`)
+	promQLKeywords = []string{"and", "or", "unless", "bool", "offset", "inf", "nan"}
+)
+
+// metricNames returns the metric names an expression selects.
+func metricNames(expr string) []string {
+	for _, re := range promQLNoise {
+		expr = re.ReplaceAllString(expr, " ")
+	}
+	var out []string
+	for _, m := range promQLToken.FindAllStringSubmatch(expr, -1) {
+		if m[1] != "" && m[2] == "" && !slices.Contains(promQLKeywords, strings.ToLower(m[1])) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// TestComposeMonitoring checks the monitoring profile: Prometheus and
+// Grafana pinned and private, the files they mount present in the
+// repository, Prometheus scraping the clickagg service, and the dashboard
+// asking only for series clickagg exports, each of them at least once.
+func TestComposeMonitoring(t *testing.T) {
+	if p := loadProject(t, nil); slices.Contains(p.ServiceNames(), "prometheus") || slices.Contains(p.ServiceNames(), "grafana") {
+		t.Error("prometheus or grafana runs without --profile monitoring")
+	}
+	root := repoRoot(t)
+	p := loadProject(t, map[string]string{"GRAFANA_ADMIN_PASSWORD": "s3cret"}, "monitoring")
+	mounts := map[string]string{} // bind mounts, target → source
+	for name, want := range map[string]struct {
+		image string
+		port  uint32
+	}{"prometheus": {"prom/prometheus", 9090}, "grafana": {"grafana/grafana", 3000}} {
+		s := service(t, p, name)
+		if image, tag := splitImage(s.Image); image != want.image || !regexp.MustCompile(`^v?\d+\.\d+\.\d+$`).MatchString(tag) {
+			t.Errorf("%s image %q: want %s pinned to a release", name, s.Image, want.image)
+		}
+		if !publishes(s, want.port) {
+			t.Errorf("%s: port %d not published", name, want.port)
+		}
+		for _, v := range s.Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			if rel, err := filepath.Rel(root, v.Source); err != nil || !filepath.IsLocal(rel) {
+				t.Errorf("%s mounts %s, outside the repository", name, v.Source)
+			} else if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("%s mounts %s: %v", name, rel, err)
+			}
+			if !v.ReadOnly {
+				t.Errorf("%s mounts %s read-write", name, v.Source)
+			}
+			mounts[v.Target] = v.Source
+		}
+	}
+	for target, src := range map[string]string{
+		"/etc/prometheus/prometheus.yml":                       "deploy/prometheus/prometheus.yml",
+		"/etc/grafana/provisioning/datasources/prometheus.yml": "deploy/grafana/provisioning/datasources/prometheus.yml",
+		"/etc/grafana/provisioning/dashboards/clickagg.yml":    "deploy/grafana/provisioning/dashboards/clickagg.yml",
+		"/etc/grafana/dashboards":                              "deploy/grafana/dashboards",
+	} {
+		if mounts[target] != filepath.Join(root, src) {
+			t.Errorf("%s is mounted from %q, want %s", target, mounts[target], src)
+		}
+	}
+	if prom := service(t, p, "prometheus"); !slices.Contains(prom.Command, "--config.file=/etc/prometheus/prometheus.yml") {
+		t.Errorf("prometheus command %q does not read /etc/prometheus/prometheus.yml", prom.Command)
+	}
+	graf := service(t, p, "grafana")
+	if v := envValue(t, graf, "GF_AUTH_ANONYMOUS_ENABLED"); v != "false" {
+		t.Errorf("GF_AUTH_ANONYMOUS_ENABLED = %q, want false", v)
+	}
+	if v := envValue(t, graf, "GF_SECURITY_ADMIN_PASSWORD"); v != "s3cret" {
+		t.Errorf("GF_SECURITY_ADMIN_PASSWORD = %q, want the GRAFANA_ADMIN_PASSWORD override", v)
+	}
+
+	// Prometheus scrapes the clickagg service on its listen port, and
+	// Grafana finds Prometheus and the dashboards where compose puts them.
+	read := func(rel string) string {
+		b, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	_, port, _ := net.SplitHostPort(envValue(t, service(t, p, "clickagg"), "CLICKAGG_LISTEN"))
+	if cfg := read("deploy/prometheus/prometheus.yml"); !regexp.MustCompile(`(?m)^\s*- targets: \[.*"clickagg:` + port + `"`).MatchString(cfg) {
+		t.Errorf("deploy/prometheus/prometheus.yml does not scrape clickagg:%s", port)
+	}
+	if ds := read("deploy/grafana/provisioning/datasources/prometheus.yml"); !strings.Contains(ds, "url: http://prometheus:9090") || !strings.Contains(ds, "uid: prometheus") {
+		t.Error("the Grafana data source is not http://prometheus:9090 with uid prometheus")
+	}
+	if prov := read("deploy/grafana/provisioning/dashboards/clickagg.yml"); !strings.Contains(prov, "path: /etc/grafana/dashboards") {
+		t.Error("the dashboard provider does not read /etc/grafana/dashboards")
+	}
+
+	var dash struct {
+		UID        string
+		Title      string
+		Templating struct {
+			List []struct{ Name, Type, Definition string }
+		}
+	}
+	text := read("deploy/grafana/dashboards/clickagg.json")
+	if err := json.Unmarshal([]byte(text), &dash); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	if dash.UID == "" || dash.Title == "" {
+		t.Error("dashboard has no uid or title")
+	}
+	var rows []string
+	var exprs []string
+	var walk func(key string, v any)
+	walk = func(key string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["type"] == "row" {
+				rows = append(rows, fmt.Sprint(v["title"]))
+			}
+			if ds, ok := v["datasource"].(map[string]any); ok && ds["type"] == "prometheus" && ds["uid"] != "${DS_PROMETHEUS}" && ds["uid"] != "prometheus" {
+				t.Errorf("data source %v: want uid ${DS_PROMETHEUS} or prometheus", ds)
+			}
+			for k, x := range v {
+				walk(k, x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(key, x)
+			}
+		case string:
+			if key == "expr" {
+				exprs = append(exprs, v)
+			}
+		}
+	}
+	var doc any
+	json.Unmarshal([]byte(text), &doc)
+	walk("", doc)
+	for _, want := range []string{"Ingest", "Query", "Correctness", "Process"} {
+		if !slices.Contains(rows, want) {
+			t.Errorf("dashboard has no %s row (rows: %q)", want, rows)
+		}
+	}
+	for _, v := range dash.Templating.List {
+		if m := regexp.MustCompile(`label_values\(([\w:]+)`).FindStringSubmatch(v.Definition); m != nil {
+			exprs = append(exprs, m[1])
+		}
+	}
+	if len(exprs) == 0 {
+		t.Fatal("dashboard has no expr")
+	}
+	used := map[string]bool{}
+	for _, e := range exprs {
+		names := metricNames(e)
+		if len(names) == 0 {
+			t.Errorf("expr %q selects no metric", e)
+		}
+		for _, n := range names {
+			k := knownMetric(n)
+			if k == "" {
+				t.Errorf("expr %q: %s is not a metric clickagg exports", e, n)
+			}
+			used[k] = true
+		}
+	}
+	for name := range clickaggMetrics {
+		if !used[name] {
+			t.Errorf("dashboard does not show %s", name)
+		}
 	}
 }

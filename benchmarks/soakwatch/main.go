@@ -1,0 +1,285 @@
+// Command soakwatch samples a running clickagg serve for benchmarks/soak.sh:
+// every interval its RSS (from /proc), and from GET /metrics its heap,
+// goroutines, accepted events and buffered rows (from /v1/ingest/status
+// when /metrics is absent). It prints a row per sample, then the
+// least-squares slope of RSS and goroutines over the second half of the run
+// and whether both are flat.
+//
+//	soakwatch --pid PID --url http://127.0.0.1:PORT --duration 10m [--every 10s]
+//	soakwatch --free-port   (prints a free TCP port on 127.0.0.1)
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flat is an RSS slope under rssFlat MiB/min and a goroutine slope under
+// goroutinesFlat per minute, fitted over the second half.
+const (
+	rssFlat        = 1.0
+	goroutinesFlat = 1.0
+)
+
+type sample struct {
+	at         time.Duration
+	rssMiB     float64
+	heapMiB    float64 // NaN: unknown
+	goroutines float64 // NaN: unknown (no /metrics)
+	threads    float64
+	accepted   float64 // cumulative; NaN: unknown
+	buffered   float64 // NaN: unknown
+	dedupIDs   float64 // NaN: unknown
+}
+
+func main() {
+	pid := flag.Int("pid", 0, "process id of clickagg serve")
+	url := flag.String("url", "", "clickagg base URL, e.g. http://127.0.0.1:18090")
+	every := flag.Duration("every", 10*time.Second, "sampling interval")
+	duration := flag.Duration("duration", 10*time.Minute, "how long to sample")
+	strict := flag.Bool("strict", false, "exit 3 unless flat")
+	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
+	flag.Parse()
+	if *freePort {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fatal(err)
+		}
+		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		return
+	}
+	if *pid <= 0 || *url == "" || *every <= 0 {
+		fatal(errors.New("want --pid, --url and a positive --every"))
+	}
+	base := strings.TrimSuffix(*url, "/")
+	client := &http.Client{Timeout: 5 * time.Second}
+
+	fmt.Printf("%8s %8s %8s %10s %7s %10s %9s %10s\n", "elapsed", "rss_MiB", "heap_MiB", "goroutines", "threads", "accepted/s", "buffered", "dedup_ids")
+	var all []sample
+	start := time.Now()
+	source := ""
+	for i := 0; ; i++ {
+		// Sample on a fixed grid so a slow scrape does not shift later ones.
+		if d := time.Until(start.Add(time.Duration(i) * *every)); d > 0 {
+			time.Sleep(d)
+		}
+		s, src, err := take(client, base, *pid)
+		if err != nil {
+			fatal(err)
+		}
+		s.at = time.Since(start)
+		if source == "" {
+			source = src
+		}
+		rate := math.NaN()
+		if n := len(all); n > 0 {
+			prev := all[n-1]
+			rate = (s.accepted - prev.accepted) / (s.at - prev.at).Seconds()
+		}
+		all = append(all, s)
+		fmt.Printf("%7.0fs %8.1f %8s %10s %7.0f %10s %9s %10s\n", s.at.Seconds(), s.rssMiB,
+			num(s.heapMiB, 1), num(s.goroutines, 0), s.threads, num(rate, 0), num(s.buffered, 0), num(s.dedupIDs, 0))
+		if s.at >= *duration-*every/2 {
+			break
+		}
+	}
+
+	fmt.Printf("source: %s\n", source)
+	half := all[len(all)-1].at / 2
+	var tail []sample
+	for _, s := range all {
+		if s.at >= half {
+			tail = append(tail, s)
+		}
+	}
+	if len(tail) < 3 {
+		fmt.Println("verdict: too few samples in the second half to fit a slope")
+		return
+	}
+	rss, rssErr := slope(tail, func(s sample) float64 { return s.rssMiB })
+	g, gErr := slope(tail, func(s sample) float64 { return s.goroutines })
+	what := "goroutines"
+	if math.IsNaN(g) {
+		// Without /metrics the closest count /proc has is the threads.
+		g, gErr = slope(tail, func(s sample) float64 { return s.threads })
+		what = "threads"
+	}
+	flat := math.Abs(rss) < rssFlat && g < goroutinesFlat
+	word := "flat"
+	if !flat {
+		word = "NOT flat"
+	}
+	// ± is the slope's standard error: with few samples, requests in
+	// flight move the goroutine count by a few and the slope by more.
+	fmt.Printf("verdict: RSS %+.2f ± %.2f MiB/min, %s %+.2f ± %.2f/min over the second half (%d samples, %.0fs..%.0fs): %s (bar: |RSS| < %g MiB/min, %s < %g/min)\n",
+		rss, rssErr, what, g, gErr, len(tail), tail[0].at.Seconds(), tail[len(tail)-1].at.Seconds(), word, rssFlat, what, goroutinesFlat)
+	if *strict && !flat {
+		os.Exit(3)
+	}
+}
+
+func num(v float64, prec int) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+// slope is the least-squares slope of f against time, per minute, and its
+// standard error.
+func slope(ss []sample, f func(sample) float64) (b, se float64) {
+	var n, mx, my float64
+	for _, s := range ss {
+		n++
+		mx += s.at.Minutes()
+		my += f(s)
+	}
+	mx, my = mx/n, my/n
+	var sxx, sxy float64
+	for _, s := range ss {
+		dx := s.at.Minutes() - mx
+		sxx += dx * dx
+		sxy += dx * (f(s) - my)
+	}
+	b = sxy / sxx
+	var rss float64
+	for _, s := range ss {
+		r := f(s) - my - b*(s.at.Minutes()-mx)
+		rss += r * r
+	}
+	return b, math.Sqrt(rss / (n - 2) / sxx)
+}
+
+// take reads one sample and says where the process figures came from.
+func take(c *http.Client, base string, pid int) (sample, string, error) {
+	s := sample{heapMiB: math.NaN(), goroutines: math.NaN(), accepted: math.NaN(), buffered: math.NaN(), dedupIDs: math.NaN()}
+	st, err := procStatus(pid)
+	if err != nil {
+		return s, "", err
+	}
+	s.rssMiB, s.threads = st["VmRSS"]/1024, st["Threads"]
+	m, err := scrape(c, base+"/metrics")
+	if err == nil {
+		s.heapMiB = m.get("go_memstats_heap_inuse_bytes") / (1 << 20)
+		s.goroutines = m.get("go_goroutines")
+		s.accepted = m.get(`clickagg_ingest_events_total{outcome="accepted"}`)
+		s.buffered = m.get("clickagg_ingest_buffered_rows")
+		s.dedupIDs = m.get("clickagg_dedup_ids")
+		return s, "/proc/" + strconv.Itoa(pid) + "/status and /metrics", nil
+	}
+	var status struct {
+		Collector struct{ Accepted float64 }
+		Ingestor  struct {
+			BufferedRows float64 `json:"buffered_rows"`
+		}
+		Dedup struct{ Entries float64 }
+	}
+	if err := getJSON(c, base+"/v1/ingest/status", &status); err != nil {
+		return s, "", fmt.Errorf("neither /metrics nor /v1/ingest/status: %w", err)
+	}
+	s.accepted, s.buffered, s.dedupIDs = status.Collector.Accepted, status.Ingestor.BufferedRows, status.Dedup.Entries
+	return s, "/proc/" + strconv.Itoa(pid) + "/status and /v1/ingest/status (no /metrics: " + err.Error() + ")", nil
+}
+
+// procStatus reads the numeric fields of /proc/PID/status (kB for sizes).
+func procStatus(pid int) (map[string]float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if f := strings.Fields(v); ok && len(f) > 0 {
+			if x, err := strconv.ParseFloat(f[0], 64); err == nil {
+				out[k] = x
+			}
+		}
+	}
+	return out, nil
+}
+
+// scrape reads Prometheus text format into series (name plus labels as
+// written) → value. Enough for the few series soakwatch reads; a missing
+// one reads as NaN.
+func scrape(c *http.Client, url string) (nanMap, error) {
+	resp, err := get(c, url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := nanMap{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		series, rest := line, ""
+		if i := strings.LastIndexByte(line, '}'); i >= 0 {
+			series, rest = line[:i+1], line[i+1:]
+		} else if i := strings.IndexAny(line, " \t"); i >= 0 {
+			series, rest = line[:i], line[i:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			out[series] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New(url + ": no samples")
+	}
+	return out, sc.Err()
+}
+
+type nanMap map[string]float64
+
+func (m nanMap) get(k string) float64 {
+	if v, ok := m[k]; ok {
+		return v
+	}
+	return math.NaN()
+}
+
+func getJSON(c *http.Client, url string, v any) error {
+	resp, err := get(c, url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func get(c *http.Client, url string) (*http.Response, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "soakwatch:", err)
+	os.Exit(1)
+}
