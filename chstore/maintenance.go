@@ -11,10 +11,16 @@ import (
 
 // LoadRecentIDs calls add with the fingerprints (cityHash64 of event_id) of
 // the events accepted since `since`, in batches, oldest first: what a
-// restarted collector needs to keep recognising resends.
+// restarted collector needs to keep recognising resends. It first waits
+// for the INSERTs into events that ClickHouse is running to finish: those
+// of a predecessor killed mid-flight land after it died, and a client's
+// resend of their events must find them.
 func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at time.Time, fps ...uint64)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
+	if err := s.waitInserts(ctx, time.Minute); err != nil {
+		return 0, fmt.Errorf("load recent ids: %w", err)
+	}
 	rows, err := s.conn.Query(ctx, "SELECT received_at, fingerprint FROM recent_event_ids WHERE received_at >= toDateTime(?) ORDER BY received_at", since.Unix())
 	if err != nil {
 		return 0, fmt.Errorf("load recent ids: %w", err)
@@ -46,6 +52,38 @@ func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at 
 		return n, fmt.Errorf("load recent ids: %w", err)
 	}
 	return n, nil
+}
+
+// waitInserts waits, at most limit, until none of the INSERTs into events
+// running now (in any database: 18.16 does not show it) is still running.
+func (s *Store) waitInserts(ctx context.Context, limit time.Duration) error {
+	running := func() (map[string]bool, error) {
+		ids := map[string]bool{}
+		err := s.query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE 'INSERT INTO events %'", nil, func(rows driver.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			ids[id] = true
+			return err
+		})
+		return ids, err
+	}
+	waiting, err := running()
+	for deadline := time.Now().Add(limit); len(waiting) > 0 && err == nil && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		var now map[string]bool
+		if now, err = running(); err == nil {
+			for id := range waiting {
+				if !now[id] {
+					delete(waiting, id)
+				}
+			}
+		}
+	}
+	return err
 }
 
 // DropPartitionsBefore drops the partitions of table whose newest row is

@@ -380,7 +380,13 @@ func (c *Collector) commit(r *request, now time.Time) error {
 		err = c.add.Add(qctx, &r.rows)
 		cancel()
 	}
-	if claim != nil {
+	var uncertain *ingestor.UncertainError
+	switch {
+	case claim != nil && errors.As(err, &uncertain):
+		// The rows may be in ClickHouse: their ids stay held until a probe
+		// tells, so that the sender's resend counts once either way.
+		go func() { c.o.Dedup.Settle(claim, uncertain.Landed()) }()
+	case claim != nil:
 		c.o.Dedup.Settle(claim, err == nil)
 	}
 	err = errors.Join(err, <-deadDone)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,7 +158,8 @@ func New(t Transport, o Options) *Ingestor {
 }
 
 // Add appends r and waits until its rows are committed to ClickHouse or
-// have failed for good (after the retries). ctx bounds only the wait for
+// have failed for good (after the retries; an *UncertainError when they may
+// be in the table after all). ctx bounds only the wait for
 // buffer room: when it ends first, Add returns ErrBufferFull and nothing of
 // r was taken. Once taken, r's rows are all in one INSERT. r may be reused
 // when Add returns.
@@ -337,15 +339,24 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	start := time.Now()
 	var err error
 	attempt := 0
+	uncertain := false // an attempt lost its answer and no probe has told since
 	for {
 		attempt++
 		ctx, cancel := context.WithTimeout(in.ctx, in.o.InsertTimeout)
-		if attempt > 1 && in.landed(ctx, rows, err) {
-			cancel()
-			err = nil
-			break
+		if uncertain {
+			yes, perr := in.landed(ctx, rows)
+			if perr == nil && yes {
+				cancel()
+				err = nil
+				break
+			}
+			// Unknown still: a second copy must not be inserted.
+			err, uncertain = perr, perr != nil
 		}
-		err = in.t.Insert(ctx, in.query, buf.Buf)
+		if !uncertain {
+			err = in.t.Insert(ctx, in.query, buf.Buf)
+			uncertain = in.maybeLanded(err)
+		}
 		cancel()
 		if err == nil || attempt > in.o.MaxRetries || !Temporary(err) || in.ctx.Err() != nil {
 			break
@@ -360,27 +371,78 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 		in.o.Hooks.OnFlush(FlushInfo{Rows: rows.Len(), Bytes: len(buf.Buf), Attempts: attempt, Duration: time.Since(start), Err: err})
 	}
 	if err != nil {
-		return fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
+		err = fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
+		if uncertain {
+			return &UncertainError{Err: err, in: in, probe: rows.probeRows()}
+		}
+		return err
 	}
 	return nil
 }
 
-// landed reports whether a block whose last INSERT failed with a network
-// error (the answer may have been lost after the server took the block) is
-// in the table already, so that retrying would count it twice. When the
-// probe itself fails, the block is retried: reconciliation removes a copy
-// that landed twice.
-func (in *Ingestor) landed(ctx context.Context, rows *Rows, lastErr error) bool {
+// maybeLanded reports whether a failed INSERT may have reached the server
+// (any network error but a failed connect), so that only a probe can tell
+// whether the block is in the table. Without a Prober the block is simply
+// retried.
+func (in *Ingestor) maybeLanded(err error) bool {
 	var ne *NetError
-	p, ok := in.t.(Prober)
-	if !ok || !errors.As(lastErr, &ne) {
-		return false
-	}
-	yes, err := p.Landed(ctx, in.o.Table, rows.probeRows())
+	var oe *net.OpError
+	_, ok := in.t.(Prober)
+	return ok && errors.As(err, &ne) && !(errors.As(err, &oe) && oe.Op == "dial")
+}
+
+// landed asks whether a block whose INSERT lost its answer is in the table
+// already, so that retrying would count it twice.
+func (in *Ingestor) landed(ctx context.Context, rows *Rows) (bool, error) {
+	yes, err := in.t.(Prober).Landed(ctx, in.o.Table, rows.probeRows())
 	if err == nil && yes {
 		in.recovered.Add(1)
 	}
-	return err == nil && yes
+	return yes, err
+}
+
+// UncertainError is the failure of a block whose INSERT lost its answer
+// and that no probe could find or rule out before the retries ran out
+// (ClickHouse went away): its rows may be in the table. Every waiter of
+// the block gets the same error.
+type UncertainError struct {
+	Err   error
+	in    *Ingestor
+	probe []ProbeRow
+	once  sync.Once
+	yes   bool
+}
+
+func (e *UncertainError) Error() string {
+	return "outcome unknown, the rows may be committed: " + e.Err.Error()
+}
+
+func (e *UncertainError) Unwrap() error { return e.Err }
+
+// Landed probes, backing off as retries do, until ClickHouse tells whether
+// the block is in the table; false when the ingestor is closed first.
+// Concurrent callers share one answer.
+func (e *UncertainError) Landed() bool {
+	e.once.Do(func() {
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(e.in.ctx, e.in.o.InsertTimeout)
+			yes, err := e.in.t.(Prober).Landed(ctx, e.in.o.Table, e.probe)
+			cancel()
+			if err == nil || !Temporary(err) {
+				e.yes = err == nil && yes
+				if e.yes {
+					e.in.recovered.Add(1)
+				}
+				return
+			}
+			select {
+			case <-time.After(e.in.backoff(attempt)):
+			case <-e.in.ctx.Done():
+				return
+			}
+		}
+	})
+	return e.yes
 }
 
 // backoff is the delay before retry attempt (1-based), with full jitter in

@@ -68,7 +68,7 @@ func (c *serveConfig) register(f *flags) {
 	f.int(&c.ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", 2, "concurrent INSERTs")
 	f.int(&c.ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", 262144, "rows buffered before new requests wait, then get 503")
 	f.int(&c.co.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", 16<<20, "largest request body (413 above)")
-	f.int(&c.inflightMiB, "max-inflight-mib", "CLICKAGG_MAX_INFLIGHT_MIB", 64, "request bodies (as sent and inflated) being handled at once, in MiB; past it ingest answers 503 (bounds memory under overload: about 330 MiB + 4 x this)")
+	f.int(&c.inflightMiB, "max-inflight-mib", "CLICKAGG_MAX_INFLIGHT_MIB", 64, "request bodies (as sent and inflated) being handled at once, in MiB; past it ingest answers 503; at least --max-body-bytes + 32 MiB so that the largest request fits (bounds memory under overload: about 330 MiB + 4 x this, plus the dedup set)")
 	f.int(&c.co.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", 100000, "most events in one request (413 above)")
 	f.dur(&c.co.AllowedLateness, "allowed-lateness", "CLICKAGG_ALLOWED_LATENESS", 7*24*time.Hour, "oldest event time accepted; older events go to dead_letters as too_late")
 	f.dur(&c.co.MaxFutureSkew, "max-future-skew", "CLICKAGG_MAX_FUTURE_SKEW", 5*time.Minute, "furthest event time ahead of the clock accepted; later ones go to dead_letters as future")
