@@ -2,6 +2,7 @@ package queryapi
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -9,7 +10,9 @@ import (
 
 // RequestObserver observes every answered request, e.g. for latency
 // histograms; calls are synchronous and must be quick. route is the matched
-// route pattern (bounded cardinality), "unmatched" for a 404 without one.
+// route pattern (bounded cardinality), "unmatched" for a 404 without one,
+// "middleware" for a request answered before routing (401, 429, 413, 503);
+// both strings may be kept.
 type RequestObserver interface {
 	OnRequest(route, method string, status int, d time.Duration)
 }
@@ -30,11 +33,31 @@ func observe(o RequestObserver) fiber.Handler {
 				status = fe.Code
 			}
 		}
-		route := c.Route().Path
-		if status == fiber.StatusNotFound && (route == "/" || route == "") {
+		// Only registered patterns become labels: a request answered by
+		// middleware (refusals) or by no route at all would otherwise bring
+		// its raw path, unbounded and pointing into a reused buffer.
+		r := c.Route()
+		route := r.Path
+		switch {
+		case len(r.Handlers) == 0 || status == fiber.StatusNotFound && route == "/":
 			route = "unmatched"
+		case route == "/":
+			route = "middleware"
 		}
-		o.OnRequest(route, c.Method(), status, time.Since(start))
+		o.OnRequest(route, stableMethod(c.Method()), status, time.Since(start))
 		return err
 	}
+}
+
+// stableMethod returns m as a string that outlives the request: Fiber's
+// Method points into fasthttp's reused buffer, and an observer that keeps
+// it (as a Prometheus label) would see it change.
+func stableMethod(m string) string {
+	for _, known := range []string{fiber.MethodGet, fiber.MethodPost, fiber.MethodHead, fiber.MethodPut,
+		fiber.MethodDelete, fiber.MethodPatch, fiber.MethodOptions} {
+		if m == known {
+			return known
+		}
+	}
+	return strings.Clone(m)
 }
