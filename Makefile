@@ -64,7 +64,7 @@ BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c
 bench-go: build
 	$(BIN) services install
 	CLICKAGG_E2E=1 $(GO) test -run '^$$' -bench . -benchmem -count 10 ./ingestor ./generator | tee benchmarks/go-latest.txt
-	$(BENCHSTAT) benchmarks/go-baseline.txt benchmarks/go-latest.txt
+	if [ -f benchmarks/go-baseline.txt ]; then $(BENCHSTAT) benchmarks/go-baseline.txt benchmarks/go-latest.txt; else $(BENCHSTAT) benchmarks/go-latest.txt; fi
 
 bench-go-baseline: bench-go
 	cp benchmarks/go-latest.txt benchmarks/go-baseline.txt

@@ -52,7 +52,7 @@ gen=$!
 strict=
 [ "${SOAK_STRICT:-0}" = 1 ] && strict=--strict
 set +e
-bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" $strict
+bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" --settle 20s $strict
 verdict=$?
 set -e
 wait "$gen" || true

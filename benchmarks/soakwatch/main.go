@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,7 @@ func main() {
 	every := flag.Duration("every", 10*time.Second, "sampling interval")
 	duration := flag.Duration("duration", 10*time.Minute, "how long to sample")
 	strict := flag.Bool("strict", false, "exit 3 unless flat")
+	settle := flag.Duration("settle", 0, "after sampling, wait this long (the load has stopped) and sample once more: goroutines must be back to their count before the load")
 	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
 	flag.Parse()
 	if *freePort {
@@ -116,14 +118,36 @@ func main() {
 		g, gErr = slope(tail, func(s sample) float64 { return s.threads })
 		what = "threads"
 	}
-	flat := math.Abs(rss) < rssFlat && g < goroutinesFlat
+	// The median of pairwise slopes (Theil-Sen) is not moved by a burst
+	// of a few samples, as a neighbour's load on a shared machine makes.
+	rssMed := medianSlope(tail, func(s sample) float64 { return s.rssMiB })
+	gMed := medianSlope(tail, func(s sample) float64 { return s.goroutines })
+	if what == "threads" {
+		gMed = medianSlope(tail, func(s sample) float64 { return s.threads })
+	}
+	fmt.Printf("median pairwise slopes: RSS %+.2f MiB/min, %s %+.2f/min\n", rssMed, what, gMed)
+	flat := math.Abs(rssMed) < rssFlat && gMed < goroutinesFlat
+	if *settle > 0 {
+		// Goroutines under load follow requests in flight (fasthttp keeps
+		// a worker per busy connection); a leak shows once the load is gone.
+		time.Sleep(*settle)
+		after, _, err := take(client, base, *pid)
+		if err != nil {
+			fatal(err)
+		}
+		back := after.goroutines <= all[0].goroutines+2
+		fmt.Printf("%s after the load: %s goroutines (%s before it), RSS %.1f MiB, heap %s MiB: %s\n", settle.String(),
+			num(after.goroutines, 0), num(all[0].goroutines, 0), after.rssMiB, num(after.heapMiB, 1),
+			map[bool]string{true: "back", false: "NOT back"}[back])
+		flat = flat && back
+	}
 	word := "flat"
 	if !flat {
 		word = "NOT flat"
 	}
 	// ± is the slope's standard error: with few samples, requests in
 	// flight move the goroutine count by a few and the slope by more.
-	fmt.Printf("verdict: RSS %+.2f ± %.2f MiB/min, %s %+.2f ± %.2f/min over the second half (%d samples, %.0fs..%.0fs): %s (bar: |RSS| < %g MiB/min, %s < %g/min)\n",
+	fmt.Printf("verdict: least squares RSS %+.2f ± %.2f MiB/min, %s %+.2f ± %.2f/min over the second half (%d samples, %.0fs..%.0fs): %s (bar, on the median slopes: |RSS| < %g MiB/min, %s < %g/min, and goroutines back after the load)\n",
 		rss, rssErr, what, g, gErr, len(tail), tail[0].at.Seconds(), tail[len(tail)-1].at.Seconds(), word, rssFlat, what, goroutinesFlat)
 	if *strict && !flat {
 		os.Exit(3)
@@ -160,6 +184,28 @@ func slope(ss []sample, f func(sample) float64) (b, se float64) {
 		rss += r * r
 	}
 	return b, math.Sqrt(rss / (n - 2) / sxx)
+}
+
+// medianSlope is the Theil-Sen estimate: the median of the slopes between
+// every two samples, per minute.
+func medianSlope(ss []sample, f func(sample) float64) float64 {
+	var ks []float64
+	for i := range ss {
+		for j := i + 1; j < len(ss); j++ {
+			if dt := ss[j].at.Minutes() - ss[i].at.Minutes(); dt > 0 {
+				ks = append(ks, (f(ss[j])-f(ss[i]))/dt)
+			}
+		}
+	}
+	if len(ks) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(ks)
+	if n := len(ks); n%2 == 1 {
+		return ks[n/2]
+	} else {
+		return (ks[n/2-1] + ks[n/2]) / 2
+	}
 }
 
 // take reads one sample and says where the process figures came from.
