@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -84,7 +83,7 @@ type proc struct {
 // after the tests' defaults (a later flag wins). It is killed at cleanup.
 func serveProc(t *testing.T, db testenv.ClickHouseDB, redisAddr string, extra ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, addr: freeAddr(t), log: filepath.Join(t.TempDir(), "serve.log")}
+	p := &proc{t: t, addr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), log: filepath.Join(t.TempDir(), "serve.log")}
 	p.args = append([]string{"serve",
 		"--listen", p.addr,
 		"--clickhouse-http", db.HTTPURL, "--clickhouse-native", db.NativeAddr, "--clickhouse-database", db.Database,
@@ -99,16 +98,6 @@ func serveProc(t *testing.T, db testenv.ClickHouseDB, redisAddr string, extra ..
 	})
 	p.start()
 	return p
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // start runs the binary and waits until it serves; it returns how long

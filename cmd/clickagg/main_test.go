@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -20,16 +19,6 @@ import (
 	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func clickagg(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
 	t.Helper()
@@ -76,7 +65,7 @@ func TestLocalWorkflow(t *testing.T) {
 		t.Fatalf("down without --yes must refuse: %d %s", code, errs)
 	}
 
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	var serveErr bytes.Buffer

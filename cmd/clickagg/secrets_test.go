@@ -76,7 +76,7 @@ func TestRedisTLS(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cert, key := writeCert(t, dir)
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	srv := exec.Command(bin, "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "yes",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--requirepass", "pw")

@@ -23,7 +23,7 @@ func TestServeAuth(t *testing.T) {
 	r := testenv.Redis(t)
 	t.Setenv("CLICKAGG_INGEST_TOKENS", "ingest-token-1,ingest-token-2")
 	t.Setenv("CLICKAGG_QUERY_TOKENS", "query-token-1")
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	listen := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	done := make(chan int, 1)

@@ -56,7 +56,7 @@ func writeRSACert(t *testing.T, dir string) (certFile, keyFile string) {
 func TestClickHouseTLSAndPassword(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeRSACert(t, dir)
-	httpsPort, securePort := freePort(t), freePort(t)
+	httpsPort, securePort := testenv.FreePort(t), testenv.FreePort(t)
 	// config.d and users.d beside config.xml are merged into it by the server.
 	os.MkdirAll(filepath.Join(dir, "config.d"), 0o755)
 	os.MkdirAll(filepath.Join(dir, "users.d"), 0o755)
