@@ -137,6 +137,22 @@ func Disable(ctx context.Context, conn driver.Conn) error {
 	return nil
 }
 
+// Restart re-creates the Kafka engine table and its view with their current
+// settings, so ClickHouse starts a new consumer: 18.16's engine can sit on a
+// partition without consuming. The group's committed offsets live in Kafka,
+// so it resumes where it stopped; a block consumed but not committed comes
+// again and the drain's dedup counts it once. Nothing to do when disabled.
+func Restart(ctx context.Context, conn driver.Conn) error {
+	c, ok, err := Current(ctx, conn)
+	if err != nil || !ok {
+		return err
+	}
+	if err := Disable(ctx, conn); err != nil {
+		return err
+	}
+	return Enable(ctx, conn, c)
+}
+
 var settingRE = regexp.MustCompile(`(kafka_[a-z_]+) = ('[^']*'|\d+)`)
 
 // Current reads the settings of the Kafka engine table from its definition;

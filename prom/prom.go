@@ -33,6 +33,8 @@ type Sources struct {
 	Reconcile func() *reconcile.Report
 	KafkaLag  func() *kafka.Lag
 	Drain     func() *kafkaengine.DrainStats
+	// KafkaRestarts counts the engine restarts by serve's watchdog.
+	KafkaRestarts func() int64
 }
 
 // Exporter holds clickagg's metrics. Its methods implement the hook

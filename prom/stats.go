@@ -29,6 +29,7 @@ var (
 	dReconcileErr  = desc("clickagg_reconcile_last_run_failed", "1 when the last reconciliation failed.")
 	dKafkaLag      = desc("clickagg_kafka_lag_messages", "Messages written to the topic and not yet committed by ClickHouse's consumer group.", "topic", "partition")
 	dDrained       = desc("clickagg_kafka_drained_messages_total", "Messages drained from kafka_inbox through the collector.")
+	dKafkaRestarts = desc("clickagg_kafka_engine_restarts_total", "Restarts of ClickHouse's Kafka consumer by the watchdog (the group had lag and committed nothing for --kafka-restart-after).")
 	dDrainPending  = desc("clickagg_kafka_inbox_pending_rows", "Rows in kafka_inbox not yet drained.")
 	dDedupIDs      = desc("clickagg_dedup_ids", "Event ids remembered for immediate deduplication.")
 	dDedupHorizon  = desc("clickagg_dedup_horizon_seconds", "Span the dedup set actually covers (below the configured horizon when its entry cap forced ids out).")
@@ -40,7 +41,7 @@ type stats struct{ e *Exporter }
 func (s stats) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dRefused, dEvents, dRejected, dBuffered, dCommitted, dFailed,
 		dRetries, dCHErrors, dRecovered, dHitRatio, dCacheLookups, dRedisErrors, dDrift, dReconcileLast, dReconcileErr,
-		dKafkaLag, dDrained, dDrainPending, dDedupIDs, dDedupHorizon} {
+		dKafkaLag, dKafkaRestarts, dDrained, dDrainPending, dDedupIDs, dDedupHorizon} {
 		ch <- d
 	}
 }
@@ -113,6 +114,9 @@ func (s stats) Collect(ch chan<- prometheus.Metric) {
 				gauge(dKafkaLag, float64(p.Lag), l.Topic, strconv.Itoa(int(p.Partition)))
 			}
 		}
+	}
+	if src.KafkaRestarts != nil {
+		counter(dKafkaRestarts, src.KafkaRestarts())
 	}
 	if src.Drain != nil {
 		if d := src.Drain(); d != nil {

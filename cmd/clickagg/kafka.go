@@ -96,6 +96,8 @@ type kafkaState struct {
 	LagError string                  `json:"lag_error,omitempty"`
 	Drain    *kafkaengine.DrainStats `json:"drain,omitempty"`
 	Verify   *verifyResult           `json:"verify,omitempty"`
+	// Restarts counts the engine restarts by serve's watchdog.
+	Restarts int64 `json:"engine_restarts"`
 }
 
 // verifyResult is the last scheduled verification.
@@ -160,9 +162,14 @@ type kafkaMonitor struct {
 	conn    driver.Conn
 	brokers string
 	every   time.Duration
+	// stuck is how long the group may have lag without committing before
+	// the engine is restarted (18.16's consumer can sit idle); 0: never.
+	stuck time.Duration
+	log   *slog.Logger
 
-	mu    sync.Mutex
-	state kafkaState
+	mu       sync.Mutex
+	state    kafkaState
+	restarts int64
 }
 
 func (m *kafkaMonitor) run(ctx context.Context) {
@@ -170,11 +177,29 @@ func (m *kafkaMonitor) run(ctx context.Context) {
 	defer t.Stop()
 	var clients kafkaClients
 	defer clients.close()
+	var committed int64 = -1
+	progress := time.Now()
 	for {
 		st := clients.status(ctx, m.conn, m.brokers)
 		m.mu.Lock()
 		m.state = st
 		m.mu.Unlock()
+		if l := st.Lag; l != nil && m.stuck > 0 {
+			var sum int64
+			for _, p := range l.Partitions {
+				sum += p.Committed
+			}
+			if sum != committed || l.Total == 0 {
+				committed, progress = sum, time.Now()
+			} else if time.Since(progress) > m.stuck {
+				err := kafkaengine.Restart(ctx, m.conn)
+				m.log.Warn("Kafka engine restarted: lag without a commit", "lag", l.Total, "for", time.Since(progress).Round(time.Second), "err", err)
+				m.mu.Lock()
+				m.restarts++
+				m.mu.Unlock()
+				progress = time.Now()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -186,7 +211,9 @@ func (m *kafkaMonitor) run(ctx context.Context) {
 func (m *kafkaMonitor) last() kafkaState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.state
+	st := m.state
+	st.Restarts = m.restarts
+	return st
 }
 
 // kafkaStatus reads the engine table's settings and asks the brokers for

@@ -49,6 +49,7 @@ type serveConfig struct {
 	kafkaBrokers string
 	drainOpts    kafkaengine.DrainOptions
 	verifyEvery  time.Duration
+	kafkaStuck   time.Duration
 	verifyWindow time.Duration
 	debugListen  string
 	inflightMiB  int
@@ -84,6 +85,7 @@ func (c *serveConfig) register(f *flags) {
 	f.bool(&c.recon.Fix, "reconcile-fix", "CLICKAGG_RECONCILE_FIX", true, "write corrections; false only reports differences")
 	f.bool(&c.noReconcile, "no-reconcile", "CLICKAGG_NO_RECONCILE", false, "do not reconcile inside serve (run 'clickagg reconcile' from cron instead)")
 	f.str(&c.kafkaBrokers, "kafka-brokers", "CLICKAGG_KAFKA_BROKERS", "", "Kafka brokers as clickagg reaches them, for the lag in /v1/ingest/status (default: the ones ClickHouse uses)")
+	f.dur(&c.kafkaStuck, "kafka-restart-after", "CLICKAGG_KAFKA_RESTART_AFTER", 2*time.Minute, "restart ClickHouse's Kafka consumer when the group has lag and commits nothing for this long (0: never)")
 	f.dur(&c.verifyEvery, "kafka-verify-every", "CLICKAGG_KAFKA_VERIFY_EVERY", 10*time.Minute, "how often the topic is compared with kafka_inbox and lost messages landed again (0: never)")
 	f.dur(&c.verifyWindow, "kafka-verify-window", "CLICKAGG_KAFKA_VERIFY_WINDOW", 15*time.Minute, "how much of the topic each verification reads back (about 24 bytes of memory per message)")
 	f.str(&c.debugListen, "debug-listen", "CLICKAGG_DEBUG_LISTEN", "", "serve Go's pprof profiles at http://ADDR/debug/pprof/ (off when empty; keep it private)")
@@ -160,7 +162,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.janitor.inboxWatermark = func() time.Time { return drain.Stats().Watermark }
 	verifier := &kafkaVerifier{conn: conn, brokers: c.kafkaBrokers, every: c.verifyEvery, window: c.verifyWindow, log: log}
 	background.Go(func() { verifier.run(ctx) })
-	monitor := &kafkaMonitor{conn: conn, brokers: c.kafkaBrokers, every: 2 * time.Second}
+	monitor := &kafkaMonitor{conn: conn, brokers: c.kafkaBrokers, every: 2 * time.Second, stuck: c.kafkaStuck, log: log}
 	background.Go(func() { monitor.run(ctx) })
 	var sched *reconcile.Scheduler
 	if !c.noReconcile {
@@ -171,6 +173,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	background.Go(func() { runJanitor(ctx, store, c.janitor, log) })
 	src.Collector, src.Ingestor, src.Dedup, src.Cache = col.Stats, in.Stats, seen.Stats, cached.Stats
 	src.KafkaLag = func() *kafka.Lag { return monitor.last().Lag }
+	src.KafkaRestarts = func() int64 { return monitor.last().Restarts }
 	src.Drain = func() *kafkaengine.DrainStats { ds := drain.Stats(); return &ds }
 	if sched != nil {
 		src.Reconcile = sched.Last
