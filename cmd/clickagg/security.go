@@ -36,8 +36,8 @@ func floatFlag(f *flags, p *float64, name, env string, def float64, usage string
 	f.Float64Var(p, name, def, usage+" ["+env+"]")
 }
 
-// apply loads the tokens and sets o.Auth, keeping its Hooks.
-func (s *securityConfig) apply(o *queryapi.Options) error {
+// apply loads the tokens into a, keeping its Hooks.
+func (s *securityConfig) apply(a *queryapi.AuthOptions) error {
 	if math.IsNaN(s.ingestRate) || math.IsInf(s.ingestRate, 0) || s.ingestRate < 0 {
 		return fmt.Errorf("ingest rate %v: want a number of requests per second, 0 for no limit", s.ingestRate)
 	}
@@ -55,8 +55,8 @@ func (s *securityConfig) apply(o *queryapi.Options) error {
 	if err != nil {
 		return err
 	}
-	o.Auth.IngestTokens, o.Auth.QueryTokens = ingest, query
-	o.Auth.IngestRate, o.Auth.IngestBurst, o.Auth.MaxConcurrent = s.ingestRate, s.ingestBurst, s.maxConcurrent
+	a.IngestTokens, a.QueryTokens = ingest, query
+	a.IngestRate, a.IngestBurst, a.MaxConcurrent = s.ingestRate, s.ingestBurst, s.maxConcurrent
 	return nil
 }
 

@@ -34,7 +34,7 @@ func TestSecurityApply(t *testing.T) {
 	}
 	var counts queryapi.Refusals
 	o := queryapi.Options{Auth: queryapi.AuthOptions{Hooks: &counts}}
-	if err := s.apply(&o); err != nil {
+	if err := s.apply(&o.Auth); err != nil {
 		t.Fatal(err)
 	}
 	a := o.Auth
@@ -69,7 +69,7 @@ func TestSecurityTokenErrors(t *testing.T) {
 			if tc.file != "" && !strings.HasPrefix(tc.file, "/nonexistent") {
 				s.queryTokensFile = writeFile(t, tc.file)
 			}
-			err := s.apply(&queryapi.Options{})
+			err := s.apply(&queryapi.AuthOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -82,7 +82,7 @@ func TestSecurityTokenErrors(t *testing.T) {
 
 func TestSecurityLimitErrors(t *testing.T) {
 	for _, s := range []securityConfig{{ingestRate: -1}, {ingestRate: math.NaN()}, {ingestRate: math.Inf(1)}, {ingestBurst: -1}, {maxConcurrent: -1}} {
-		if err := s.apply(&queryapi.Options{}); err == nil {
+		if err := s.apply(&queryapi.AuthOptions{}); err == nil {
 			t.Errorf("%+v: no error", s)
 		}
 	}

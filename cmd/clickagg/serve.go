@@ -101,8 +101,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// Tokens are loaded before anything connects: a bad file fails at once.
-	var guard queryapi.Options
-	if err := c.sec.apply(&guard); err != nil {
+	var auth queryapi.AuthOptions
+	if err := c.sec.apply(&auth); err != nil {
 		return err
 	}
 	log := c.logs.logger(stderr)
@@ -123,7 +123,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// The exporter's sources are filled in as their owners are built.
 	var src prom.Sources
 	exp := prom.New(&src)
-	c.ingest.Hooks, c.cacheOpts.Hooks, guard.Auth.Hooks = exp, exp, exp
+	c.ingest.Hooks, c.cacheOpts.Hooks, auth.Hooks = exp, exp, exp
 	in := ingestor.New(tr, c.ingest)
 	ro, err := c.redis.options()
 	if err != nil {
@@ -199,7 +199,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		},
 		BodyLimit:  max(c.co.MaxBodyBytes*2, 1<<20),
 		Observer:   exp,
-		Auth:       guard.Auth,
+		Auth:       auth,
 		Prometheus: exp.Handler(),
 		Checks: []queryapi.Check{
 			{Name: "clickhouse", Critical: true, Probe: store.Ping},
@@ -230,8 +230,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer stopGen()
 	if src, load := c.g.options(); load.Rate != 0 {
 		load.Target = "http://" + ln.Addr().String()
-		if len(guard.Auth.IngestTokens) > 0 {
-			load.Token = guard.Auth.IngestTokens[0]
+		if len(auth.IngestTokens) > 0 {
+			load.Token = auth.IngestTokens[0]
 		}
 		load.Progress = stderr
 		go func() {
