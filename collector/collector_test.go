@@ -335,19 +335,19 @@ func compare[K comparable](t *testing.T, table string, want map[K]*sums, tsv str
 	}
 }
 
-// blockingAdder holds every Add until released: requests stay in flight.
+// blockingAdder holds every Enqueue until released: requests stay in flight.
 type blockingAdder struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (b *blockingAdder) Add(ctx context.Context, _ *ingestor.Rows) error {
+func (b *blockingAdder) Enqueue(ctx context.Context, _ *ingestor.Rows) (ingestor.Pending, error) {
 	b.entered <- struct{}{}
 	select {
 	case <-b.release:
-		return nil
+		return ingestor.Pending{}, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return ingestor.Pending{}, ctx.Err()
 	}
 }
 

@@ -128,6 +128,7 @@ type Ingestor struct {
 	queue    []*block
 	pending  map[*result]struct{} // sealed, not finished
 	free     []*block
+	rowsUse  retention // rows per block, for which blocks keep their memory
 	closed   bool
 	stopping bool
 
@@ -147,6 +148,7 @@ func New(t Transport, o Options) *Ingestor {
 		query:   "INSERT INTO " + o.Table + " (" + strings.Join(Columns, ", ") + ") FORMAT Native",
 		sem:     semaphore.NewWeighted(int64(o.MaxBufferedRows)),
 		pending: make(map[*result]struct{}),
+		rowsUse: retention{floor: 4096},
 	}
 	in.cond = sync.NewCond(&in.mu)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
@@ -164,21 +166,46 @@ func New(t Transport, o Options) *Ingestor {
 // r was taken. Once taken, r's rows are all in one INSERT. r may be reused
 // when Add returns.
 func (in *Ingestor) Add(ctx context.Context, r *Rows) error {
-	n := r.Len()
-	if n == 0 {
+	p, err := in.Enqueue(ctx, r)
+	if err != nil {
+		return err
+	}
+	return p.Wait()
+}
+
+// Pending is the outcome of rows taken by Enqueue.
+type Pending struct{ res *result }
+
+// Wait blocks until the rows are committed or have failed for good, and
+// returns what Add would.
+func (p Pending) Wait() error {
+	if p.res == nil {
 		return nil
 	}
+	<-p.res.done
+	return p.res.err
+}
+
+// Enqueue is Add without the wait for the commit: it returns once r's rows
+// are copied into the open block, so r may be reused (or its memory handed
+// on) while the INSERT runs. The returned error is one of Add's refusals
+// (ErrBufferFull, ErrTooLarge, ErrClosed); the commit's comes from Wait.
+func (in *Ingestor) Enqueue(ctx context.Context, r *Rows) (Pending, error) {
+	n := r.Len()
+	if n == 0 {
+		return Pending{}, nil
+	}
 	if n > in.o.MaxBufferedRows {
-		return fmt.Errorf("%w: %d rows, limit %d", ErrTooLarge, n, in.o.MaxBufferedRows)
+		return Pending{}, fmt.Errorf("%w: %d rows, limit %d", ErrTooLarge, n, in.o.MaxBufferedRows)
 	}
 	if err := in.sem.Acquire(ctx, int64(n)); err != nil {
-		return fmt.Errorf("%w: %v", ErrBufferFull, err)
+		return Pending{}, fmt.Errorf("%w: %v", ErrBufferFull, err)
 	}
 	in.mu.Lock()
 	if in.closed {
 		in.mu.Unlock()
 		in.sem.Release(int64(n))
-		return ErrClosed
+		return Pending{}, ErrClosed
 	}
 	in.buffered.Add(int64(n))
 	b := in.current()
@@ -188,8 +215,7 @@ func (in *Ingestor) Add(ctx context.Context, r *Rows) error {
 		in.sealLocked()
 	}
 	in.mu.Unlock()
-	<-res.done
-	return res.err
+	return Pending{res}, nil
 }
 
 // current returns the open block, starting one (and its linger timer) if
@@ -291,6 +317,7 @@ func (in *Ingestor) Stats() Stats {
 func (in *Ingestor) sender() {
 	defer in.wg.Done()
 	var buf proto.Buffer
+	bufUse := retention{floor: 1 << 20}
 	for {
 		in.mu.Lock()
 		for len(in.queue) == 0 && !in.stopping {
@@ -323,10 +350,15 @@ func (in *Ingestor) sender() {
 		delete(in.pending, b.res)
 		b.res = nil
 		b.rows.Reset()
-		if len(in.free) < in.o.MaxInflight+2 {
+		in.rowsUse.observe(n)
+		if len(in.free) < in.o.MaxInflight+2 && in.rowsUse.keep(b.rows.capRows()) {
 			in.free = append(in.free, b)
 		}
 		in.mu.Unlock()
+		bufUse.observe(len(buf.Buf))
+		if !bufUse.keep(cap(buf.Buf)) {
+			buf.Buf = nil
+		}
 	}
 }
 

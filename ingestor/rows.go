@@ -125,6 +125,9 @@ func (r *Rows) Bytes() int {
 	return r.Len()*fixedRowBytes + len(r.eventID.Buf) + len(r.adID.Buf) + len(r.campaignID.Buf) + len(r.userID.Buf)
 }
 
+// capRows is how many rows r holds memory for, without growing.
+func (r *Rows) capRows() int { return cap(r.typ) }
+
 // Reset empties r, keeping its memory for reuse.
 func (r *Rows) Reset() {
 	for _, c := range []*proto.ColStr{&r.eventID, &r.adID, &r.campaignID, &r.userID} {

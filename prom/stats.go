@@ -32,6 +32,7 @@ var (
 	dKafkaRestarts = desc("clickagg_kafka_engine_restarts_total", "Restarts of ClickHouse's Kafka consumer by the watchdog (the group had lag and committed nothing for --kafka-restart-after).")
 	dDrainPending  = desc("clickagg_kafka_inbox_pending_rows", "Rows in kafka_inbox not yet drained.")
 	dDedupIDs      = desc("clickagg_dedup_ids", "Event ids remembered for immediate deduplication.")
+	dOpenConns     = desc("clickagg_http_open_connections", "Client connections the API's HTTP server holds open (one goroutine each while open).")
 	dDedupHorizon  = desc("clickagg_dedup_horizon_seconds", "Span the dedup set actually covers (below the configured horizon when its entry cap forced ids out).")
 )
 
@@ -41,7 +42,7 @@ type stats struct{ e *Exporter }
 func (s stats) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dRefused, dEvents, dRejected, dBuffered, dCommitted, dFailed,
 		dRetries, dCHErrors, dRecovered, dHitRatio, dCacheLookups, dRedisErrors, dDrift, dReconcileLast, dReconcileErr,
-		dKafkaLag, dKafkaRestarts, dDrained, dDrainPending, dDedupIDs, dDedupHorizon} {
+		dKafkaLag, dKafkaRestarts, dDrained, dDrainPending, dDedupIDs, dDedupHorizon, dOpenConns} {
 		ch <- d
 	}
 }
@@ -117,6 +118,9 @@ func (s stats) Collect(ch chan<- prometheus.Metric) {
 	}
 	if src.KafkaRestarts != nil {
 		counter(dKafkaRestarts, src.KafkaRestarts())
+	}
+	if src.OpenConnections != nil {
+		gauge(dOpenConns, float64(src.OpenConnections()))
 	}
 	if src.Drain != nil {
 		if d := src.Drain(); d != nil {

@@ -1,9 +1,9 @@
 // Command soakwatch samples a running clickagg serve for benchmarks/soak.sh:
 // every interval its RSS (from /proc), and from GET /metrics its heap,
-// goroutines, accepted events and buffered rows (from /v1/ingest/status
-// when /metrics is absent). It prints a row per sample, then the
-// least-squares slope of RSS and goroutines over the second half of the run
-// and whether both are flat.
+// live heap (as of the last GC), goroutines, accepted events and buffered
+// rows (from /v1/ingest/status when /metrics is absent). It prints a row per
+// sample, then the slopes of RSS, live heap and goroutines over the second
+// half of the run and whether RSS and goroutines are flat.
 //
 //	soakwatch --pid PID --url http://127.0.0.1:PORT --duration 10m [--every 10s]
 //	soakwatch --free-port   (prints a free TCP port on 127.0.0.1)
@@ -37,7 +37,9 @@ type sample struct {
 	at         time.Duration
 	rssMiB     float64
 	heapMiB    float64 // NaN: unknown
+	liveMiB    float64 // live heap at the last GC; NaN: unknown
 	goroutines float64 // NaN: unknown (no /metrics)
+	conns      float64 // open HTTP connections; NaN: unknown
 	threads    float64
 	accepted   float64 // cumulative; NaN: unknown
 	buffered   float64 // NaN: unknown
@@ -68,7 +70,7 @@ func main() {
 	base := strings.TrimSuffix(*url, "/")
 	client := &http.Client{Timeout: 5 * time.Second}
 
-	fmt.Printf("%8s %8s %8s %10s %7s %10s %9s %10s\n", "elapsed", "rss_MiB", "heap_MiB", "goroutines", "threads", "accepted/s", "buffered", "dedup_ids")
+	fmt.Printf("%8s %8s %8s %8s %10s %5s %7s %10s %9s %10s\n", "elapsed", "rss_MiB", "heap_MiB", "live_MiB", "goroutines", "conns", "threads", "accepted/s", "buffered", "dedup_ids")
 	var all []sample
 	start := time.Now()
 	source := ""
@@ -91,8 +93,8 @@ func main() {
 			rate = (s.accepted - prev.accepted) / (s.at - prev.at).Seconds()
 		}
 		all = append(all, s)
-		fmt.Printf("%7.0fs %8.1f %8s %10s %7.0f %10s %9s %10s\n", s.at.Seconds(), s.rssMiB,
-			num(s.heapMiB, 1), num(s.goroutines, 0), s.threads, num(rate, 0), num(s.buffered, 0), num(s.dedupIDs, 0))
+		fmt.Printf("%7.0fs %8.1f %8s %8s %10s %5s %7.0f %10s %9s %10s\n", s.at.Seconds(), s.rssMiB,
+			num(s.heapMiB, 1), num(s.liveMiB, 1), num(s.goroutines, 0), num(s.conns, 0), s.threads, num(rate, 0), num(s.buffered, 0), num(s.dedupIDs, 0))
 		if s.at >= *duration-*every/2 {
 			break
 		}
@@ -111,21 +113,36 @@ func main() {
 		return
 	}
 	rss, rssErr := slope(tail, func(s sample) float64 { return s.rssMiB })
-	g, gErr := slope(tail, func(s sample) float64 { return s.goroutines })
-	what := "goroutines"
-	if math.IsNaN(g) {
+	// fasthttp serves each open connection from its own goroutine, and the
+	// client opens more connections whenever ClickHouse slows and more
+	// requests overlap: those goroutines follow the client, not a leak.
+	// What is left beyond them is what must stay flat.
+	what, count := "goroutines beyond open connections", func(s sample) float64 { return s.goroutines - s.conns }
+	switch {
+	case math.IsNaN(tail[0].goroutines):
 		// Without /metrics the closest count /proc has is the threads.
-		g, gErr = slope(tail, func(s sample) float64 { return s.threads })
-		what = "threads"
+		what, count = "threads", func(s sample) float64 { return s.threads }
+	case math.IsNaN(tail[0].conns):
+		what, count = "goroutines", func(s sample) float64 { return s.goroutines }
 	}
+	g, gErr := slope(tail, count)
 	// The median of pairwise slopes (Theil-Sen) is not moved by a burst
 	// of a few samples, as a neighbour's load on a shared machine makes.
 	rssMed := medianSlope(tail, func(s sample) float64 { return s.rssMiB })
-	gMed := medianSlope(tail, func(s sample) float64 { return s.goroutines })
-	if what == "threads" {
-		gMed = medianSlope(tail, func(s sample) float64 { return s.threads })
+	gMed := medianSlope(tail, count)
+	// The live heap does not swing with the GC cycle: what a leak moves.
+	liveMed := medianSlope(tail, func(s sample) float64 { return s.liveMiB })
+	fmt.Printf("median pairwise slopes: RSS %+.2f MiB/min, live heap %s MiB/min, %s %+.2f/min (goroutines alone %+.2f/min)\n",
+		rssMed, num(liveMed, 2), what, gMed, medianSlope(tail, func(s sample) float64 { return s.goroutines }))
+	// Rows waiting for ClickHouse are held in memory until committed: when
+	// ClickHouse slows (its merges grow with the table, on the same cores
+	// here) the backlog and the memory rise together. Fitting the live heap
+	// on time and the backlog at once separates the two: the time term is
+	// what grows whatever the backlog, a leak.
+	if perMin, perRow, ok := fitTwo(tail, func(s sample) float64 { return s.liveMiB }, func(s sample) float64 { return s.buffered }); ok {
+		fmt.Printf("backlog: buffered rows %s/min (median slope); live heap = %+.2f MiB/min × time %+.2f MiB per 10 000 buffered rows + c\n",
+			num(medianSlope(tail, func(s sample) float64 { return s.buffered }), 0), perMin, perRow*1e4)
 	}
-	fmt.Printf("median pairwise slopes: RSS %+.2f MiB/min, %s %+.2f/min\n", rssMed, what, gMed)
 	flat := math.Abs(rssMed) < rssFlat && gMed < goroutinesFlat
 	if *settle > 0 {
 		// Goroutines under load follow requests in flight (fasthttp keeps
@@ -186,6 +203,37 @@ func slope(ss []sample, f func(sample) float64) (b, se float64) {
 	return b, math.Sqrt(rss / (n - 2) / sxx)
 }
 
+// fitTwo fits y = a + b·t + c·x by least squares over ss, t in minutes,
+// and returns b and c; ok is false when y or x is unknown or the fit is
+// singular.
+func fitTwo(ss []sample, y, x func(sample) float64) (b, c float64, ok bool) {
+	var n, mt, mx, my float64
+	for _, s := range ss {
+		if math.IsNaN(y(s)) || math.IsNaN(x(s)) {
+			return 0, 0, false
+		}
+		n++
+		mt += s.at.Minutes()
+		mx += x(s)
+		my += y(s)
+	}
+	mt, mx, my = mt/n, mx/n, my/n
+	var stt, sxx, stx, sty, sxy float64
+	for _, s := range ss {
+		dt, dx, dy := s.at.Minutes()-mt, x(s)-mx, y(s)-my
+		stt += dt * dt
+		sxx += dx * dx
+		stx += dt * dx
+		sty += dt * dy
+		sxy += dx * dy
+	}
+	det := stt*sxx - stx*stx
+	if det == 0 {
+		return 0, 0, false
+	}
+	return (sty*sxx - sxy*stx) / det, (sxy*stt - sty*stx) / det, true
+}
+
 // medianSlope is the Theil-Sen estimate: the median of the slopes between
 // every two samples, per minute.
 func medianSlope(ss []sample, f func(sample) float64) float64 {
@@ -210,7 +258,7 @@ func medianSlope(ss []sample, f func(sample) float64) float64 {
 
 // take reads one sample and says where the process figures came from.
 func take(c *http.Client, base string, pid int) (sample, string, error) {
-	s := sample{heapMiB: math.NaN(), goroutines: math.NaN(), accepted: math.NaN(), buffered: math.NaN(), dedupIDs: math.NaN()}
+	s := sample{heapMiB: math.NaN(), liveMiB: math.NaN(), goroutines: math.NaN(), conns: math.NaN(), accepted: math.NaN(), buffered: math.NaN(), dedupIDs: math.NaN()}
 	st, err := procStatus(pid)
 	if err != nil {
 		return s, "", err
@@ -219,7 +267,9 @@ func take(c *http.Client, base string, pid int) (sample, string, error) {
 	m, err := scrape(c, base+"/metrics")
 	if err == nil {
 		s.heapMiB = m.get("go_memstats_heap_inuse_bytes") / (1 << 20)
+		s.liveMiB = m.get("go_gc_heap_live_bytes") / (1 << 20)
 		s.goroutines = m.get("go_goroutines")
+		s.conns = m.get("clickagg_http_open_connections")
 		s.accepted = m.get(`clickagg_ingest_events_total{outcome="accepted"}`)
 		s.buffered = m.get("clickagg_ingest_buffered_rows")
 		s.dedupIDs = m.get("clickagg_dedup_ids")

@@ -206,6 +206,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		},
 	})
+	src.OpenConnections = func() int { return int(app.Server().GetOpenConnectionsCount()) }
 
 	if c.debugListen != "" {
 		dl, err := net.Listen("tcp", c.debugListen)

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestFitTwoSeparatesTimeFromBacklog(t *testing.T) {
+	var ss []sample
+	for i := range 60 {
+		at := time.Duration(i) * 10 * time.Second
+		backlog := float64((i * 7919) % 50_000) // varies, not with time
+		ss = append(ss, sample{at: at, liveMiB: 60 + 0.25*at.Minutes() + 3e-4*backlog, buffered: backlog})
+	}
+	b, c, ok := fitTwo(ss, func(s sample) float64 { return s.liveMiB }, func(s sample) float64 { return s.buffered })
+	if !ok || math.Abs(b-0.25) > 1e-9 || math.Abs(c-3e-4) > 1e-12 {
+		t.Fatalf("fitTwo = %v, %v, %v; want 0.25 per minute, 3e-4 per row", b, c, ok)
+	}
+	ss[3].buffered = math.NaN()
+	if _, _, ok := fitTwo(ss, func(s sample) float64 { return s.liveMiB }, func(s sample) float64 { return s.buffered }); ok {
+		t.Fatal("a fit over an unknown value reported ok")
+	}
+}
+
+func TestMedianSlopeIgnoresABurst(t *testing.T) {
+	var ss []sample
+	for i := range 30 {
+		ss = append(ss, sample{at: time.Duration(i) * time.Minute, rssMiB: 100})
+	}
+	ss[10].rssMiB, ss[11].rssMiB = 300, 280
+	if m := medianSlope(ss, func(s sample) float64 { return s.rssMiB }); m != 0 {
+		t.Fatalf("median slope %v, want 0", m)
+	}
+}
