@@ -130,10 +130,11 @@ func main() {
 	// of a few samples, as a neighbour's load on a shared machine makes.
 	rssMed := medianSlope(tail, func(s sample) float64 { return s.rssMiB })
 	gMed := medianSlope(tail, count)
-	// The live heap does not swing with the GC cycle: what a leak moves.
+	// The live heap does not swing with the GC cycle as the heap in use
+	// does (it still carries what is in flight at the last GC).
 	liveMed := medianSlope(tail, func(s sample) float64 { return s.liveMiB })
-	fmt.Printf("median pairwise slopes: RSS %+.2f MiB/min, live heap %s MiB/min, %s %+.2f/min (goroutines alone %+.2f/min)\n",
-		rssMed, num(liveMed, 2), what, gMed, medianSlope(tail, func(s sample) float64 { return s.goroutines }))
+	fmt.Printf("median pairwise slopes: RSS %+.2f MiB/min, live heap %s MiB/min, %s %+.2f/min (goroutines alone %s/min)\n",
+		rssMed, num(liveMed, 2), what, gMed, num(medianSlope(tail, func(s sample) float64 { return s.goroutines }), 2))
 	// Rows waiting for ClickHouse are held in memory until committed: when
 	// ClickHouse slows (its merges grow with the table, on the same cores
 	// here) the backlog and the memory rise together. Fitting the live heap
