@@ -383,7 +383,10 @@ func (c *Collector) commit(r *request, now time.Time) error {
 	}
 	rows := &r.w.rows
 	r.ans.Accepted = rows.Len() - r.ans.Duplicates
-	r.hours = rows.PastHours(now, r.hours[:0])
+	r.hours = r.hours[:0]
+	if c.o.Hooks != nil { // read now: the rows go back to the pool at enqueue
+		r.hours = rows.PastHours(now, r.hours)
+	}
 
 	deadDone := make(chan error, 1)
 	if r.dead.Len() > 0 {
