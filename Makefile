@@ -99,7 +99,7 @@ clean:
 	rm -rf bin
 
 # Soak: 70 % of SUSTAINABLE (default 140000) events/s for SOAK_DURATION
-# (default 10m), serve's RSS and goroutines sampled every 10 s; the verdict
+# (default 1h), serve's RSS and goroutines sampled every 10 s; the verdict
 # is their slope over the second half. Quick: make bench-soak SOAK_DURATION=60s
 bench-soak:
 	benchmarks/soak.sh

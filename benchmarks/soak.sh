@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Soak: clickagg serve under a fixed open-loop load for a long time, its
-# memory and goroutines sampled every SOAK_EVERY (10s); flat is the bar.
-# The load is 70 % of SUSTAINABLE (events/s this box sustains, default
-# 140000) unless RATE is given, from `clickagg generate` in its own process
-# so that its memory is not counted. Usage:
-#   benchmarks/soak.sh                      (10 minutes at 98000 ev/s)
+# Soak: clickagg serve under a fixed open-loop load for an hour, its
+# memory and goroutines sampled every SOAK_EVERY (10s); flat is the bar,
+# judged over the second half. An hour, because ClickHouse on the same
+# cores needs 20-30 minutes to reach its steady merge load (rows merged
+# per row inserted climb from 13 to 21), and clickagg's memory follows the
+# work in flight: shorter runs measure that warm-up (benchmarks/README.md).
+# The load is 70 % of SUSTAINABLE (events/s this box sustains; default
+# 140000, from short runs into an empty table: over a 20-minute closed
+# loop the 2-core dev box sustains 115k, so the default 98000 is 85 % of
+# that, harsher than 70 %) unless RATE is given, from `clickagg generate`
+# in its own process so that its memory is not counted. Usage:
+#   benchmarks/soak.sh                      (an hour at 98000 ev/s)
 #   SOAK_DURATION=60s benchmarks/soak.sh    (quick mode)
 #   RATE=5000 SOAK_DURATION=90s benchmarks/soak.sh
+#   RATE=-1 SOAK_DURATION=20m benchmarks/soak.sh   (closed loop: the
+#     accepted rate over the second half is SUSTAINABLE for this box)
 # Also: BATCH (5000) and CONCURRENCY (32) of the generator, SOAK_STRICT=1
 # to exit non-zero unless flat, SERVE_FLAGS for serve (they come last and
 # win), DEDUP_HORIZON (30s, see below).
@@ -14,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sustainable=${SUSTAINABLE:-140000}
 rate=${RATE:-$((sustainable * 70 / 100))}
-duration=${SOAK_DURATION:-${DURATION:-10m}}
+duration=${SOAK_DURATION:-${DURATION:-1h}}
 every=${SOAK_EVERY:-10s}
 # Acks wait for the commit (linger + INSERT, a few hundred ms), so the
 # events in flight must cover rate x ack latency or the load closes its loop.
@@ -52,7 +60,7 @@ gen=$!
 strict=
 [ "${SOAK_STRICT:-0}" = 1 ] && strict=--strict
 set +e
-bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" --settle 20s $strict
+bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" --settle 60s $strict
 verdict=$?
 set -e
 wait "$gen" || true

@@ -52,7 +52,7 @@ func main() {
 	every := flag.Duration("every", 10*time.Second, "sampling interval")
 	duration := flag.Duration("duration", 10*time.Minute, "how long to sample")
 	strict := flag.Bool("strict", false, "exit 3 unless flat")
-	settle := flag.Duration("settle", 0, "after sampling, wait this long (the load has stopped) and sample once more: goroutines must be back to their count before the load")
+	settle := flag.Duration("settle", 0, "after sampling (the load has stopped), wait up to this long for the goroutines to be back to their count before the load")
 	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
 	flag.Parse()
 	if *freePort {
@@ -144,19 +144,33 @@ func main() {
 		fmt.Printf("backlog: buffered rows %s/min (median slope); live heap = %+.2f MiB/min × time %+.2f MiB per 10 000 buffered rows + c\n",
 			num(medianSlope(tail, func(s sample) float64 { return s.buffered }), 0), perMin, perRow*1e4)
 	}
+	// Under a closed loop (RATE=-1) the second half's rate is what this box
+	// sustains into a table that has grown for the first half: ClickHouse's
+	// merges, not the first minutes into an empty table, set that rate.
+	var head []sample
+	for _, s := range all {
+		if s.at <= half {
+			head = append(head, s)
+		}
+	}
+	fmt.Printf("accepted: median %s events/s over the second half, %s over the first\n",
+		num(acceptedRate(tail), 0), num(acceptedRate(head), 0))
 	flat := math.Abs(rssMed) < rssFlat && gMed < goroutinesFlat
-	if *settle > 0 {
+	if *settle > 0 && !math.IsNaN(all[0].goroutines) {
 		// Goroutines under load follow requests in flight (fasthttp keeps
 		// a worker per busy connection); a leak shows once the load is gone.
-		time.Sleep(*settle)
-		after, _, err := take(client, base, *pid)
-		if err != nil {
-			fatal(err)
-		}
-		back := after.goroutines <= all[0].goroutines+2
-		fmt.Printf("%s after the load: %s goroutines (%s before it), RSS %.1f MiB, heap %s MiB: %s\n", settle.String(),
-			num(after.goroutines, 0), num(all[0].goroutines, 0), after.rssMiB, num(after.heapMiB, 1),
-			map[bool]string{true: "back", false: "NOT back"}[back])
+		// fasthttp ends an idle worker only on its next sweep after 10 s
+		// idle, up to 20 s, so the count is polled rather than read once.
+		after, waited, back := settled(*settle, func() sample {
+			s, _, err := take(client, base, *pid)
+			if err != nil {
+				fatal(err)
+			}
+			return s
+		}, all[0].goroutines)
+		fmt.Printf("after the load: %s goroutines (%s before it) after %s, RSS %.1f MiB, heap %s MiB: %s\n",
+			num(after.goroutines, 0), num(all[0].goroutines, 0), waited.Round(time.Second), after.rssMiB, num(after.heapMiB, 1),
+			map[bool]string{true: "back", false: "NOT back within " + settle.String()}[back])
 		flat = flat && back
 	}
 	word := "flat"
@@ -246,15 +260,49 @@ func medianSlope(ss []sample, f func(sample) float64) float64 {
 			}
 		}
 	}
-	if len(ks) == 0 {
+	return median(ks)
+}
+
+// settled samples every second until the goroutines are back to within two
+// of before, for at most limit, and returns the last sample, how long it
+// took and whether they came back.
+func settled(limit time.Duration, take func() sample, before float64) (sample, time.Duration, bool) {
+	start := time.Now()
+	for {
+		s := take()
+		waited := time.Since(start)
+		if s.goroutines <= before+2 {
+			return s, waited, true
+		}
+		if waited >= limit {
+			return s, waited, false
+		}
+		time.Sleep(min(time.Second, limit-waited))
+	}
+}
+
+// acceptedRate is the median of the accepted events per second between
+// consecutive samples.
+func acceptedRate(ss []sample) float64 {
+	var rs []float64
+	for i := 1; i < len(ss); i++ {
+		if dt := (ss[i].at - ss[i-1].at).Seconds(); dt > 0 && !math.IsNaN(ss[i].accepted-ss[i-1].accepted) {
+			rs = append(rs, (ss[i].accepted-ss[i-1].accepted)/dt)
+		}
+	}
+	return median(rs)
+}
+
+// median sorts vs; NaN when empty.
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
 		return math.NaN()
 	}
-	slices.Sort(ks)
-	if n := len(ks); n%2 == 1 {
-		return ks[n/2]
-	} else {
-		return (ks[n/2-1] + ks[n/2]) / 2
+	slices.Sort(vs)
+	if n := len(vs); n%2 == 1 {
+		return vs[n/2]
 	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
 // take reads one sample and says where the process figures came from.

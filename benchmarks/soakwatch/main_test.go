@@ -33,3 +33,26 @@ func TestMedianSlopeIgnoresABurst(t *testing.T) {
 		t.Fatalf("median slope %v, want 0", m)
 	}
 }
+
+func TestAcceptedRateIsTheMedianStep(t *testing.T) {
+	ss := []sample{{at: 0, accepted: 0}, {at: 10 * time.Second, accepted: 1000}, {at: 20 * time.Second, accepted: 5000},
+		{at: 30 * time.Second, accepted: 6000}, {at: 40 * time.Second, accepted: math.NaN()}}
+	if r := acceptedRate(ss); r != 100 {
+		t.Fatalf("acceptedRate = %v, want 100 (steps 100, 400, 100; the unknown step left out)", r)
+	}
+	if r := acceptedRate(ss[:1]); !math.IsNaN(r) {
+		t.Fatalf("acceptedRate of one sample = %v, want NaN", r)
+	}
+}
+
+func TestSettledPollsUntilBack(t *testing.T) {
+	counts := []float64{48, 40, 17}
+	i := 0
+	s, _, back := settled(time.Minute, func() sample { i++; return sample{goroutines: counts[min(i, len(counts))-1]} }, 16)
+	if !back || s.goroutines != 17 || i != 3 {
+		t.Fatalf("settled = %v goroutines, back %v after %d samples; want 17, true, 3", s.goroutines, back, i)
+	}
+	if _, _, back := settled(10*time.Millisecond, func() sample { return sample{goroutines: 48} }, 16); back {
+		t.Fatal("settled reported back for a count that stays up")
+	}
+}
