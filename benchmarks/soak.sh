@@ -60,7 +60,7 @@ gen=$!
 strict=
 [ "${SOAK_STRICT:-0}" = 1 ] && strict=--strict
 set +e
-bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" --settle 60s $strict
+bin/soakwatch --pid "$serve" --url "http://$listen" --every "$every" --duration "$duration" --settle 60s --clickhouse "$CLICKAGG_CLICKHOUSE_HTTP" $strict
 verdict=$?
 set -e
 wait "$gen" || true

@@ -3,9 +3,10 @@
 // live heap (as of the last GC), goroutines, accepted events and buffered
 // rows (from /v1/ingest/status when /metrics is absent). It prints a row per
 // sample, then the slopes of RSS, live heap and goroutines over the second
-// half of the run and whether RSS and goroutines are flat.
+// half of the run, each half's accepted rate (and, with --clickhouse, the
+// rows ClickHouse merged per event) and whether RSS and goroutines are flat.
 //
-//	soakwatch --pid PID --url http://127.0.0.1:PORT --duration 10m [--every 10s]
+//	soakwatch --pid PID --url http://127.0.0.1:PORT --duration 1h [--every 10s] [--settle 60s] [--clickhouse URL]
 //	soakwatch --free-port   (prints a free TCP port on 127.0.0.1)
 package main
 
@@ -19,6 +20,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -44,16 +46,18 @@ type sample struct {
 	accepted   float64 // cumulative; NaN: unknown
 	buffered   float64 // NaN: unknown
 	dedupIDs   float64 // NaN: unknown
+	merged     float64 // ClickHouse's MergedRows so far; NaN: unknown
 }
 
 func main() {
 	pid := flag.Int("pid", 0, "process id of clickagg serve")
 	url := flag.String("url", "", "clickagg base URL, e.g. http://127.0.0.1:18090")
 	every := flag.Duration("every", 10*time.Second, "sampling interval")
-	duration := flag.Duration("duration", 10*time.Minute, "how long to sample")
+	duration := flag.Duration("duration", time.Hour, "how long to sample")
 	strict := flag.Bool("strict", false, "exit 3 unless flat")
 	settle := flag.Duration("settle", 0, "after sampling (the load has stopped), wait up to this long for the goroutines to be back to their count before the load")
 	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
+	chURL := flag.String("clickhouse", "", "ClickHouse HTTP URL: also report the rows it merged per event accepted")
 	flag.Parse()
 	if *freePort {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,6 +88,11 @@ func main() {
 			fatal(err)
 		}
 		s.at = time.Since(start)
+		s.merged = math.NaN()
+		if *chURL != "" {
+			// A failed read leaves a gap, not the end of the soak.
+			s.merged, _ = mergedRows(client, *chURL)
+		}
 		if source == "" {
 			source = src
 		}
@@ -155,6 +164,12 @@ func main() {
 	}
 	fmt.Printf("accepted: median %s events/s over the second half, %s over the first\n",
 		num(acceptedRate(tail), 0), num(acceptedRate(head), 0))
+	if *chURL != "" {
+		// Merges grow with the table until it reaches its working depth;
+		// while this figure rises, so does the work clickagg holds in flight.
+		fmt.Printf("clickhouse: %s rows merged per event accepted over the first half, %s over the second\n",
+			num(mergedPerEvent(head), 1), num(mergedPerEvent(tail), 1))
+	}
 	flat := math.Abs(rssMed) < rssFlat && gMed < goroutinesFlat
 	if *settle > 0 && !math.IsNaN(all[0].goroutines) {
 		// Goroutines under load follow requests in flight (fasthttp keeps
@@ -291,6 +306,40 @@ func acceptedRate(ss []sample) float64 {
 		}
 	}
 	return median(rs)
+}
+
+// mergedPerEvent is the rows ClickHouse merged per event accepted between
+// the first and the last sample of ss that have both figures.
+func mergedPerEvent(ss []sample) float64 {
+	known := slices.DeleteFunc(slices.Clone(ss), func(s sample) bool { return math.IsNaN(s.merged) || math.IsNaN(s.accepted) })
+	if len(known) < 2 {
+		return math.NaN()
+	}
+	first, last := known[0], known[len(known)-1]
+	if last.accepted == first.accepted {
+		return math.NaN()
+	}
+	return (last.merged - first.merged) / (last.accepted - first.accepted)
+}
+
+// mergedRows reads ClickHouse's count of rows merged since it started (all
+// tables: each event also lands in the views' tables).
+func mergedRows(c *http.Client, chURL string) (float64, error) {
+	q := "SELECT sum(value) FROM system.events WHERE event = 'MergedRows'"
+	resp, err := get(c, strings.TrimSuffix(chURL, "/")+"/?query="+url.QueryEscape(q))
+	if err != nil {
+		return math.NaN(), err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return math.NaN(), err
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		return math.NaN(), fmt.Errorf("merged rows: %w", err)
+	}
+	return v, nil
 }
 
 // median sorts vs; NaN when empty.

@@ -2,9 +2,15 @@ package main
 
 import (
 	"math"
+	"net/http"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/clickagg/clickagg/internal/testenv"
 )
+
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestFitTwoSeparatesTimeFromBacklog(t *testing.T) {
 	var ss []sample
@@ -54,5 +60,33 @@ func TestSettledPollsUntilBack(t *testing.T) {
 	}
 	if _, _, back := settled(10*time.Millisecond, func() sample { return sample{goroutines: 48} }, 16); back {
 		t.Fatal("settled reported back for a count that stays up")
+	}
+}
+
+func TestMergedRowsReadsClickHouse(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	c := &http.Client{Timeout: 10 * time.Second}
+	before, err := mergedRows(c, db.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Exec(t, db, "CREATE TABLE "+db.Database+".t (x UInt64) ENGINE = MergeTree ORDER BY x")
+	for range 3 {
+		testenv.Exec(t, db, "INSERT INTO "+db.Database+".t SELECT number FROM system.numbers LIMIT 1000")
+	}
+	testenv.Exec(t, db, "OPTIMIZE TABLE "+db.Database+".t FINAL")
+	after, err := mergedRows(c, db.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 3000 {
+		t.Fatalf("MergedRows went %v -> %v after merging 3000 rows", before, after)
+	}
+	if v, err := mergedRows(c, "http://127.0.0.1:"+strconv.Itoa(testenv.FreePort(t))); err == nil || !math.IsNaN(v) {
+		t.Fatalf("mergedRows with nothing listening = %v, %v; want NaN and an error", v, err)
+	}
+	ss := []sample{{accepted: 0, merged: before}, {accepted: math.NaN(), merged: 1}, {accepted: 1000, merged: before + 5000}}
+	if r := mergedPerEvent(ss); r != 5 {
+		t.Fatalf("mergedPerEvent = %v, want 5 (the unknown sample left out)", r)
 	}
 }
