@@ -88,7 +88,6 @@ func main() {
 			fatal(err)
 		}
 		s.at = time.Since(start)
-		s.merged = math.NaN()
 		if *chURL != "" {
 			// A failed read leaves a gap, not the end of the soak.
 			s.merged, _ = mergedRows(client, *chURL)
@@ -356,7 +355,7 @@ func median(vs []float64) float64 {
 
 // take reads one sample and says where the process figures came from.
 func take(c *http.Client, base string, pid int) (sample, string, error) {
-	s := sample{heapMiB: math.NaN(), liveMiB: math.NaN(), goroutines: math.NaN(), conns: math.NaN(), accepted: math.NaN(), buffered: math.NaN(), dedupIDs: math.NaN()}
+	s := sample{heapMiB: math.NaN(), liveMiB: math.NaN(), goroutines: math.NaN(), conns: math.NaN(), accepted: math.NaN(), buffered: math.NaN(), dedupIDs: math.NaN(), merged: math.NaN()}
 	st, err := procStatus(pid)
 	if err != nil {
 		return s, "", err
