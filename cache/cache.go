@@ -7,6 +7,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,24 +42,42 @@ type Options struct {
 	LocalMaxEntries int
 }
 
-func (o *Options) setDefaults() {
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	if o.Prefix == "" {
-		o.Prefix = "clickagg:v1:"
-	}
-	defDur(&o.PastTTL, time.Hour)
-	defDur(&o.CurrentTTL, 5*time.Second)
-	defDur(&o.Timeout, 100*time.Millisecond)
-	if o.LocalMaxEntries <= 0 {
-		o.LocalMaxEntries = 10000
-	}
+// Defaults of Options. DefaultLocalTTL is serve's: the zero Options keep
+// no answers in process.
+const (
+	DefaultPrefix          = "clickagg:v1:"
+	DefaultPastTTL         = time.Hour
+	DefaultCurrentTTL      = 5 * time.Second
+	DefaultTimeout         = 100 * time.Millisecond
+	DefaultLocalTTL        = 250 * time.Millisecond
+	DefaultLocalMaxEntries = 10000
+)
+
+// WithDefaults returns o with its zero fields set to the defaults (LocalTTL
+// stays off).
+func (o Options) WithDefaults() Options {
+	o.Prefix = cmp.Or(o.Prefix, DefaultPrefix)
+	o.PastTTL = clickagg.PositiveOr(o.PastTTL, DefaultPastTTL)
+	o.CurrentTTL = clickagg.PositiveOr(o.CurrentTTL, DefaultCurrentTTL)
+	o.Timeout = clickagg.PositiveOr(o.Timeout, DefaultTimeout)
+	o.LocalMaxEntries = clickagg.PositiveOr(o.LocalMaxEntries, DefaultLocalMaxEntries)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	return o
+}
+
+// Validate checks a complete Options: TTLs, the Redis timeout and the
+// in-process bound positive; LocalTTL 0 (off) or more.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		clickagg.NotEmpty("Prefix", o.Prefix),
+		clickagg.Positive("PastTTL", o.PastTTL),
+		clickagg.Positive("CurrentTTL", o.CurrentTTL),
+		clickagg.Positive("Timeout", o.Timeout),
+		clickagg.NonNegative("LocalTTL", o.LocalTTL),
+		clickagg.Positive("LocalMaxEntries", o.LocalMaxEntries),
+	)
 }
 
 // Outcome is how a lookup went.
@@ -118,7 +137,7 @@ var _ clickagg.MetricsService = (*Cache)(nil)
 // query pays at most one Timeout; go-redis itself fails fast once its dials
 // keep failing and probes in the background until Redis is back.
 func New(rdb redis.UniversalClient, next clickagg.MetricsService, o Options) *Cache {
-	o.setDefaults()
+	o = o.WithDefaults()
 	return &Cache{rdb: rdb, next: next, o: o, local: local{max: o.LocalMaxEntries}}
 }
 

@@ -4,15 +4,20 @@
 package chclient
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg"
 )
 
 // Options locate a ClickHouse server. The zero value is a local server's
@@ -27,24 +32,53 @@ type Options struct {
 	TLS         *tls.Config   // nil: plain TCP; also used by https:// inserts
 }
 
+// Defaults of Options: a local server's default ports.
+const (
+	DefaultHTTP        = "http://127.0.0.1:8123"
+	DefaultNative      = "127.0.0.1:9000"
+	DefaultDatabase    = "clickagg"
+	DefaultUser        = "default"
+	DefaultDialTimeout = 5 * time.Second
+)
+
 // WithDefaults fills the zero fields.
 func (o Options) WithDefaults() Options {
-	if o.HTTP == "" {
-		o.HTTP = "http://127.0.0.1:8123"
-	}
-	if o.Native == "" {
-		o.Native = "127.0.0.1:9000"
-	}
-	if o.Database == "" {
-		o.Database = "clickagg"
-	}
-	if o.User == "" {
-		o.User = "default"
-	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = 5 * time.Second
-	}
+	o.HTTP = cmp.Or(o.HTTP, DefaultHTTP)
+	o.Native = cmp.Or(o.Native, DefaultNative)
+	o.Database = cmp.Or(o.Database, DefaultDatabase)
+	o.User = cmp.Or(o.User, DefaultUser)
+	o.DialTimeout = clickagg.PositiveOr(o.DialTimeout, DefaultDialTimeout)
 	return o
+}
+
+// Validate checks complete Options: an http(s) URL, a host:port, a
+// database name, a positive dial timeout.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		CheckURL("HTTP", o.HTTP),
+		CheckHostPort("Native", o.Native),
+		clickagg.NotEmpty("Database", o.Database),
+		clickagg.NotEmpty("User", o.User),
+		clickagg.Positive("DialTimeout", o.DialTimeout),
+	)
+}
+
+// CheckURL refuses anything but an http(s)://host[:port] URL.
+func CheckURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &clickagg.ConfigError{Field: field, Value: strconv.Quote(s), Want: "an http:// or https:// URL with a host"}
+	}
+	return nil
+}
+
+// CheckHostPort refuses anything but host:port with a port number.
+func CheckHostPort(field, s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		return &clickagg.ConfigError{Field: field, Value: strconv.Quote(s), Want: "host:port"}
+	}
+	return nil
 }
 
 // Open returns a native-protocol connection pool to o.Database that

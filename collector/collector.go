@@ -31,7 +31,21 @@ type Adder interface {
 	Enqueue(ctx context.Context, r *ingestor.Rows) (ingestor.Pending, error)
 }
 
-// Options configures a Collector. The zero value works.
+// Defaults of Options, for callers that show them (flags, docs).
+const (
+	DefaultMaxBodyBytes     = 16 << 20
+	DefaultMaxDecodedBytes  = 32 << 20
+	DefaultMaxEvents        = 100000
+	DefaultMaxInflightBytes = 64 << 20
+	DefaultQueueTimeout     = 2 * time.Second
+	DefaultRetryAfter       = time.Second
+	DefaultMaxErrors        = 100
+	DefaultAllowedLateness  = 7 * 24 * time.Hour
+	DefaultMaxFutureSkew    = 5 * time.Minute
+)
+
+// Options configures a Collector. The zero value works: New fills zero
+// fields with the defaults.
 type Options struct {
 	MaxBodyBytes    int // request body as sent; default 16 MiB
 	MaxDecodedBytes int // body after gzip; default 32 MiB (about MaxEvents events)
@@ -62,46 +76,52 @@ type Options struct {
 	Hooks Hooks
 }
 
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o Options) WithDefaults() Options {
+	o.MaxBodyBytes = clickagg.PositiveOr(o.MaxBodyBytes, DefaultMaxBodyBytes)
+	o.MaxDecodedBytes = clickagg.PositiveOr(o.MaxDecodedBytes, DefaultMaxDecodedBytes)
+	o.MaxEvents = clickagg.PositiveOr(o.MaxEvents, DefaultMaxEvents)
+	o.MaxInflightBytes = clickagg.PositiveOr(o.MaxInflightBytes, DefaultMaxInflightBytes)
+	o.QueueTimeout = clickagg.PositiveOr(o.QueueTimeout, DefaultQueueTimeout)
+	o.RetryAfter = clickagg.PositiveOr(o.RetryAfter, DefaultRetryAfter)
+	o.MaxErrors = clickagg.PositiveOr(o.MaxErrors, DefaultMaxErrors)
+	o.AllowedLateness = clickagg.PositiveOr(o.AllowedLateness, DefaultAllowedLateness)
+	o.MaxFutureSkew = clickagg.PositiveOr(o.MaxFutureSkew, DefaultMaxFutureSkew)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// MinInflightBytes is the least MaxInflightBytes that lets a lone request
+// of o's largest size meet its own limits (413) rather than 503.
+func (o Options) MinInflightBytes() int64 {
+	return int64(o.MaxBodyBytes) + int64(o.MaxDecodedBytes) + 2
+}
+
+// Validate checks a complete Options, such as one read from flags: sizes,
+// counts and durations positive, and room in flight for the largest
+// request.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		clickagg.Positive("MaxBodyBytes", o.MaxBodyBytes),
+		clickagg.Positive("MaxDecodedBytes", o.MaxDecodedBytes),
+		clickagg.Positive("MaxEvents", o.MaxEvents),
+		clickagg.AtLeast("MaxInflightBytes", o.MaxInflightBytes, o.MinInflightBytes(), "MaxBodyBytes + MaxDecodedBytes, so that the largest request fits"),
+		clickagg.Positive("QueueTimeout", o.QueueTimeout),
+		clickagg.Positive("RetryAfter", o.RetryAfter),
+		clickagg.Positive("MaxErrors", o.MaxErrors),
+		clickagg.Positive("AllowedLateness", o.AllowedLateness),
+		clickagg.Positive("MaxFutureSkew", o.MaxFutureSkew),
+	)
+}
+
 // Hooks observe the collector.
 type Hooks interface {
 	// OnPastCommitted is called after events were committed into minutes
 	// that had already begun before the commit (late events), with the UTC
 	// hours holding them, so caches can drop answers about those hours.
 	OnPastCommitted(hours []time.Time)
-}
-
-func (o *Options) setDefaults() {
-	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 16 << 20
-	}
-	if o.MaxDecodedBytes == 0 {
-		o.MaxDecodedBytes = 32 << 20
-	}
-	if o.MaxEvents == 0 {
-		o.MaxEvents = 100000
-	}
-	if o.QueueTimeout == 0 {
-		o.QueueTimeout = 2 * time.Second
-	}
-	if o.MaxInflightBytes == 0 {
-		o.MaxInflightBytes = 64 << 20
-	}
-	o.MaxInflightBytes = max(o.MaxInflightBytes, int64(o.MaxBodyBytes)+int64(o.MaxDecodedBytes)+2)
-	if o.RetryAfter == 0 {
-		o.RetryAfter = time.Second
-	}
-	if o.MaxErrors == 0 {
-		o.MaxErrors = 100
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.AllowedLateness == 0 {
-		o.AllowedLateness = 7 * 24 * time.Hour
-	}
-	if o.MaxFutureSkew == 0 {
-		o.MaxFutureSkew = 5 * time.Minute
-	}
 }
 
 // EventError is one rejected event of a request.
@@ -192,7 +212,8 @@ type work struct {
 
 // New returns a Collector committing through add.
 func New(add Adder, o Options) *Collector {
-	o.setDefaults()
+	o = o.WithDefaults()
+	o.MaxInflightBytes = max(o.MaxInflightBytes, o.MinInflightBytes())
 	c := &Collector{o: o, add: add, byField: make([]atomic.Int64, len(Fields)), inflight: semaphore.NewWeighted(o.MaxInflightBytes)}
 	c.state.New = func() any { return new(request) }
 	c.works.New = func() any { return new(work) }
@@ -637,15 +658,32 @@ func (c *Collector) badBody(ctx *fiber.Ctx, status int, msg string) error {
 
 // addFailed answers a request whose rows were not committed: 503 when a
 // retry may succeed (buffer full, ClickHouse unreachable or overloaded),
-// 500 otherwise. Either way nothing of the request is acknowledged.
+// 500 otherwise. Either way nothing of the request is acknowledged. The
+// answer names the kind of failure in our words; the cause goes to the
+// API's error log with the request id, never to the client.
 func (c *Collector) addFailed(ctx *fiber.Ctx, err error) error {
-	if ingestor.Temporary(err) || errors.Is(err, errResend) || errors.Is(err, errOverloaded) {
+	if msg, ok := retryLater(err); ok {
 		c.shed.Add(1)
 		ctx.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(c.o.RetryAfter.Round(time.Second)/time.Second, 1))))
-		return ctx.Status(fiber.StatusServiceUnavailable).JSON(ErrorBody{Error: "events not committed, retry later: " + err.Error()})
+		return &clickagg.ServiceError{Status: fiber.StatusServiceUnavailable, Message: "events not committed, retry later: " + msg, Err: err}
 	}
 	c.failed.Add(1)
-	return ctx.Status(fiber.StatusInternalServerError).JSON(ErrorBody{Error: "events not committed: " + err.Error()})
+	return &clickagg.ServiceError{Status: fiber.StatusInternalServerError, Message: "events not committed: internal error", Err: err}
+}
+
+// retryLater says why a resend may succeed, or false when it will not.
+func retryLater(err error) (string, bool) {
+	switch {
+	case errors.Is(err, ingestor.ErrBufferFull):
+		return "ingest buffer full", true
+	case errors.Is(err, errOverloaded):
+		return "too many request bodies in flight", true
+	case errors.Is(err, errResend):
+		return "a concurrent request holding some of these event ids failed", true
+	case ingestor.Temporary(err):
+		return "ClickHouse unavailable or overloaded", true
+	}
+	return "", false
 }
 
 // Stats returns running totals.

@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"github.com/go-faster/city"
+
+	"github.com/clickagg/clickagg"
 )
 
 // Fingerprint is ClickHouse's cityHash64 of the event id, so the ids a
@@ -84,20 +86,39 @@ type Set struct {
 	evicted atomic.Int64
 }
 
-// New returns an empty Set.
-func New(o Options) *Set {
-	if o.Horizon == 0 {
-		o.Horizon = 2 * time.Hour
-	}
-	if o.Buckets == 0 {
-		o.Buckets = 24
-	}
-	if o.MaxEntries == 0 {
-		o.MaxEntries = 200_000_000
-	}
+// Defaults of Options.
+const (
+	DefaultHorizon    = 2 * time.Hour
+	DefaultBuckets    = 24
+	DefaultMaxEntries = 200_000_000
+)
+
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o Options) WithDefaults() Options {
+	o.Horizon = clickagg.PositiveOr(o.Horizon, DefaultHorizon)
+	o.Buckets = clickagg.PositiveOr(o.Buckets, DefaultBuckets)
+	o.MaxEntries = clickagg.PositiveOr(o.MaxEntries, DefaultMaxEntries)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	return o
+}
+
+// Validate checks a complete Options: a positive horizon of at least one
+// second per bucket, positive counts.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		clickagg.Positive("Horizon", o.Horizon),
+		clickagg.Between("Buckets", o.Buckets, 1, 1024),
+		clickagg.AtLeast("Horizon", o.Horizon, time.Duration(o.Buckets)*time.Second, "a second per bucket"),
+		clickagg.Positive("MaxEntries", o.MaxEntries),
+	)
+}
+
+// New returns an empty Set.
+func New(o Options) *Set {
+	o = o.WithDefaults()
+	o.Buckets = max(o.Buckets, 1)
 	return &Set{o: o, width: o.Horizon / time.Duration(o.Buckets), pending: make(map[uint64]*Claim)}
 }
 

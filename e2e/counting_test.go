@@ -210,7 +210,9 @@ func TestLateEvents(t *testing.T) {
 			t.Fatalf("%v old: %v impressions", age, n)
 		}
 		if _, cached := ask(at); !cached {
-			t.Fatalf("%v old: second ask not cached; cache %+v", age, s.cache.Stats())
+			var stats map[string]any
+			s.get("/v1/cache/stats", &stats)
+			t.Fatalf("%v old: second ask not cached; cache %v", age, stats)
 		}
 		late := randomEvent(r, 100+i, at, time.Millisecond)
 		late.typ = "impression"
@@ -235,7 +237,7 @@ func TestLateEvents(t *testing.T) {
 	if c := testenv.QueryString(t, s.db, "SELECT count() FROM events WHERE event_id IN ('"+tooOld.id+"', '"+future.id+"')"); c != "0" {
 		t.Errorf("refused events stored: %s", c)
 	}
-	st := s.col.Stats()
+	st := s.srv.IngestStatus().Collector
 	if st.ByReason["too_late"] != 1 || st.ByReason["future"] != 1 {
 		t.Errorf("stats %+v", st)
 	}

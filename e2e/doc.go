@@ -1,4 +1,4 @@
-// Package e2e holds end-to-end tests: the collector, ingestor, dedup set,
-// store, cache and API wired as serve wires them, against real ClickHouse
-// and Redis from the test harness.
+// Package e2e holds end-to-end tests against real ClickHouse and Redis from
+// the test harness: in process through server.Server, the type `clickagg
+// serve` runs, and the fault tests through the clickagg binary itself.
 package e2e

@@ -6,97 +6,77 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/clickagg/clickagg"
-	"github.com/clickagg/clickagg/cache"
-	"github.com/clickagg/clickagg/chclient"
-	"github.com/clickagg/clickagg/chstore"
-	"github.com/clickagg/clickagg/collector"
-	"github.com/clickagg/clickagg/dedup"
-	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
-	"github.com/clickagg/clickagg/queryapi"
+	"github.com/clickagg/clickagg/server"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// stack is one database and one Redis, served by an instance of clickagg
-// that can be restarted (a new process's state: ingestor, dedup set).
+// stack is one database and one Redis, served by a server.Server (the type
+// `clickagg serve` runs) that can be restarted: a new process's state
+// (ingestor, dedup set, cache tier).
 type stack struct {
-	t     *testing.T
-	db    testenv.ClickHouseDB
-	conn  driver.Conn
-	store *chstore.Store
-	cache *cache.Cache
-	url   string
-	stop  func()
-	col   *collector.Collector
+	t         *testing.T
+	db        testenv.ClickHouseDB
+	redisAddr string
+	srv       *server.Server
+	url       string
+	stop      func()
 	// linger of the ingestor; long lingers keep requests waiting
 	linger time.Duration
+	// logs, when set, gets the server's log as JSON lines
+	logs *lockedBuffer
 }
 
 // newStack starts an instance; linger 0 is the tests' default of 10 ms.
 func newStack(t *testing.T, linger time.Duration) *stack {
 	t.Helper()
-	s := &stack{t: t, db: testenv.Migrated(t), linger: linger}
-	conn, err := chclient.OpenNative(context.Background(), s.db.Options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s.conn = conn
-	s.store = chstore.New(conn, chstore.Options{})
-	r := testenv.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
-	// A long in-process tier: an answer not cleared by the instance's own
-	// late marks would stay stale through every late-event check.
-	s.cache = cache.New(rdb, s.store, cache.Options{LocalTTL: time.Minute})
+	s := &stack{t: t, db: testenv.Migrated(t), redisAddr: testenv.Redis(t).Addr(), linger: linger}
 	s.start()
 	t.Cleanup(func() { s.stop() })
 	return s
 }
 
-type marker struct{ c *cache.Cache }
-
-func (m marker) OnPastCommitted(hours []time.Time) {
-	rngs := make([]clickagg.Range, len(hours))
-	for i, h := range hours {
-		rngs[i] = clickagg.Range{From: h, To: h.Add(time.Hour)}
+// config is serve's default configuration on the test's servers.
+func (s *stack) config() server.Config {
+	c := server.DefaultConfig()
+	c.Listen = "127.0.0.1:0"
+	c.ClickHouse = s.db.Options().WithDefaults()
+	c.Redis.Addr = s.redisAddr
+	c.Ingest.Linger = cmp.Or(s.linger, 10*time.Millisecond)
+	// A long in-process tier: an answer not cleared by the instance's own
+	// late marks would stay stale through every late-event check.
+	c.Cache.LocalTTL = time.Minute
+	c.NoReconcile = true // the tests count what the immediate checks did
+	c.Kafka.VerifyEvery = 0
+	if s.logs != nil {
+		c.Logger = slog.New(slog.NewJSONHandler(s.logs, nil))
 	}
-	m.c.MarkChanged(context.Background(), rngs...)
+	return c
 }
 
 // start brings up a fresh instance: its dedup set reloaded from ClickHouse.
 func (s *stack) start() {
 	t := s.t
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: s.db.HTTPURL, Database: s.db.Database})
+	srv, err := server.Open(context.Background(), s.config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := ingestor.New(tr, ingestor.Options{Linger: cmp.Or(s.linger, 10*time.Millisecond)})
-	seen := dedup.New(dedup.Options{})
-	if _, err := s.store.LoadRecentIDs(context.Background(), time.Now().Add(-2*time.Hour), seen.Add); err != nil {
-		t.Fatal(err)
-	}
-	s.col = collector.New(in, collector.Options{Dedup: seen, DeadLetters: tr, Hooks: marker{s.cache}})
-	app := queryapi.New(queryapi.Options{Ingest: s.col.Handle, Metrics: s.cache, Direct: s.store})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Listener(ln)
-	s.url = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	s.srv, s.url = srv, srv.URL()
 	s.stop = func() {
-		app.Shutdown()
-		in.Close(context.Background())
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+		srv.Close()
 	}
 }
 

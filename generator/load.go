@@ -2,6 +2,7 @@ package generator
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clickagg/clickagg"
 )
 
 // LoadOptions configures Load. The zero value works except for Target.
@@ -42,23 +45,37 @@ type LoadOptions struct {
 	StopGrace time.Duration
 }
 
-func (o LoadOptions) withDefaults() LoadOptions {
-	if o.Rate == 0 {
-		o.Rate = 5000
-	}
-	if o.Batch <= 0 {
-		o.Batch = 500
-	}
-	if o.Rate > 0 {
-		o.Batch = max(min(o.Batch, o.Rate/10), 1)
-	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 4
-	}
-	if o.StopGrace <= 0 {
-		o.StopGrace = 5 * time.Second
-	}
+// Defaults of LoadOptions.
+const (
+	DefaultRate        = 5000
+	DefaultBatch       = 500
+	DefaultConcurrency = 4
+	DefaultStopGrace   = 5 * time.Second
+)
+
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o LoadOptions) WithDefaults() LoadOptions {
+	o.Rate = cmp.Or(o.Rate, DefaultRate)
+	o.Batch = clickagg.PositiveOr(o.Batch, DefaultBatch)
+	o.Concurrency = clickagg.PositiveOr(o.Concurrency, DefaultConcurrency)
+	o.StopGrace = clickagg.PositiveOr(o.StopGrace, DefaultStopGrace)
 	return o
+}
+
+// Validate checks complete options: a rate (negative: as fast as
+// accepted), positive batch, concurrency and grace, a duration of 0 (until
+// stopped) or more.
+func (o LoadOptions) Validate() error {
+	rate := error(nil)
+	if o.Rate == 0 {
+		rate = &clickagg.ConfigError{Field: "Rate", Value: 0, Want: "events per second, or negative for as fast as accepted"}
+	}
+	return clickagg.FirstError(rate,
+		clickagg.NonNegative("Duration", o.Duration),
+		clickagg.Between("Batch", o.Batch, 1, 1_000_000),
+		clickagg.Between("Concurrency", o.Concurrency, 1, 4096),
+		clickagg.Positive("StopGrace", o.StopGrace),
+	)
 }
 
 // eventsURL checks the target and returns where events are posted.
@@ -85,7 +102,11 @@ func Load(ctx context.Context, src *Source, o LoadOptions) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	o = o.withDefaults()
+	o = o.WithDefaults()
+	if o.Rate > 0 {
+		// Low rates send smaller batches, so one goes out every ~100 ms.
+		o.Batch = max(min(o.Batch, o.Rate/10), 1)
+	}
 	client := o.Client
 	if client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()

@@ -1,9 +1,12 @@
 package generator
 
 import (
+	"cmp"
 	"math/rand/v2"
 	"strconv"
 	"time"
+
+	"github.com/clickagg/clickagg"
 )
 
 // Options configures a Source. The zero value works.
@@ -61,7 +64,7 @@ type ad struct {
 
 // New returns a Source for o.
 func New(o Options) *Source {
-	o = o.withDefaults()
+	o = o.WithDefaults()
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	return &Source{
 		rng:      rng,
@@ -79,26 +82,36 @@ func New(o Options) *Source {
 	}
 }
 
-func (o Options) withDefaults() Options {
-	if o.Ads <= 0 {
-		o.Ads = 1000
-	}
-	if o.Seed == 0 {
-		o.Seed = 1
-	}
-	if o.LateShare == 0 {
-		o.LateShare = 0.01
-	}
-	if o.DuplicateShare == 0 {
-		o.DuplicateShare = 0.001
-	}
+// Defaults of Options.
+const (
+	DefaultAds            = 1000
+	DefaultLateShare      = 0.01
+	DefaultDuplicateShare = 0.001
+	DefaultClockRate      = 1000
+)
+
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o Options) WithDefaults() Options {
+	o.Ads = clickagg.PositiveOr(o.Ads, DefaultAds)
+	o.Seed = cmp.Or(o.Seed, 1)
+	o.LateShare = cmp.Or(o.LateShare, DefaultLateShare)
+	o.DuplicateShare = cmp.Or(o.DuplicateShare, DefaultDuplicateShare)
 	if o.Start.IsZero() && o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Rate <= 0 {
-		o.Rate = 1000
-	}
+	o.Rate = clickagg.PositiveOr(o.Rate, DefaultClockRate)
 	return o
+}
+
+// Validate checks complete options: some ads, shares of at most 1
+// (negative: none), a positive clock rate.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		clickagg.Between("Ads", o.Ads, 1, 100_000_000),
+		clickagg.Positive("Rate", o.Rate),
+		clickagg.AtMost("LateShare", o.LateShare, 1),
+		clickagg.AtMost("DuplicateShare", o.DuplicateShare, 1),
+	)
 }
 
 // makeAds gives every ad a campaign and a format, then shuffles them so the

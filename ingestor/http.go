@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/ch-go/compress"
+	"github.com/ClickHouse/ch-go/proto"
 )
 
 // Transport sends one Native-encoded block to ClickHouse with an INSERT
@@ -124,27 +125,28 @@ func (h *HTTP) Insert(ctx context.Context, query string, block []byte) error {
 
 // ServerError is an error answer of ClickHouse.
 type ServerError struct {
-	Status  int    // HTTP status
-	Code    int    // ClickHouse error code, 0 when unknown
-	Message string // the server's text, trimmed
+	Status  int         // HTTP status
+	Code    proto.Error // ClickHouse error code, 0 when unknown
+	Message string      // the server's text, trimmed
 }
 
 func (e *ServerError) Error() string {
-	return fmt.Sprintf("clickhouse: code %d (http %d): %s", e.Code, e.Status, e.Message)
+	return fmt.Sprintf("clickhouse: %v (http %d): %s", e.Code, e.Status, e.Message)
 }
 
 func newServerError(resp *http.Response, msg []byte) *ServerError {
 	e := &ServerError{Status: resp.StatusCode, Message: string(bytes.TrimSpace(msg))}
 	// Modern servers send the code as a header; 18.16 only in the text.
 	if c, err := strconv.Atoi(resp.Header.Get("X-ClickHouse-Exception-Code")); err == nil {
-		e.Code = c
+		e.Code = proto.Error(c)
 	} else if i := bytes.Index(msg, []byte("Code: ")); i >= 0 {
 		rest := msg[i+len("Code: "):]
 		j := 0
 		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
 			j++
 		}
-		e.Code, _ = strconv.Atoi(string(rest[:j]))
+		c, _ := strconv.Atoi(string(rest[:j]))
+		e.Code = proto.Error(c)
 	}
 	return e
 }
@@ -157,9 +159,20 @@ func (e *NetError) Unwrap() error { return e.Err }
 
 // retryableCodes are ClickHouse errors that a later attempt may not meet:
 // overload, timeouts, network trouble, read-only replicas.
-var retryableCodes = map[int]bool{
-	3: true, 159: true, 202: true, 203: true, 209: true, 210: true, 241: true,
-	242: true, 252: true, 319: true, 394: true, 425: true, 999: true,
+var retryableCodes = map[proto.Error]bool{
+	proto.ErrUnexpectedEndOfFile:        true, // a body cut short on the way
+	proto.ErrTimeoutExceeded:            true,
+	proto.ErrTooManySimultaneousQueries: true,
+	proto.ErrNoFreeConnection:           true,
+	proto.ErrSocketTimeout:              true,
+	proto.ErrNetworkError:               true,
+	proto.ErrMemoryLimitExceeded:        true,
+	proto.ErrTableIsReadOnly:            true, // a replica without ZooKeeper
+	proto.ErrTooManyParts:               true,
+	proto.ErrUnknownStatusOfInsert:      true,
+	proto.ErrQueryWasCancelled:          true,
+	proto.ErrSystemError:                true,
+	proto.ErrKeeperException:            true,
 }
 
 // Temporary reports whether err may go away by itself: the server was

@@ -6,6 +6,7 @@
 package ingestor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/ClickHouse/ch-go/proto"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/clickagg/clickagg"
 )
 
 // ErrBufferFull is returned by Add when MaxBufferedRows rows are already
@@ -31,8 +34,22 @@ var ErrClosed = errors.New("ingestor closed")
 // ErrTooLarge is returned by Add for a Rows larger than MaxBufferedRows.
 var ErrTooLarge = errors.New("rows exceed the ingest buffer")
 
+// Defaults of Options, for callers that show them (flags, docs).
+const (
+	DefaultTable           = "events"
+	DefaultMaxRows         = 65536
+	DefaultMaxBytes        = 32 << 20
+	DefaultLinger          = 100 * time.Millisecond
+	DefaultMaxInflight     = 2
+	DefaultMaxBufferedRows = 262144
+	DefaultMaxRetries      = 4
+	DefaultBackoff         = 100 * time.Millisecond
+	DefaultMaxBackoff      = 2 * time.Second
+	DefaultInsertTimeout   = 30 * time.Second
+)
+
 // Options configures an Ingestor. The zero value suits about 50k events/s
-// into the events table.
+// into the events table: New fills zero fields with the defaults.
 type Options struct {
 	Table           string        // default "events"
 	MaxRows         int           // rows that seal a block; default 65536
@@ -47,32 +64,47 @@ type Options struct {
 	Hooks           Hooks         // optional
 }
 
-func (o *Options) setDefaults() {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o Options) WithDefaults() Options {
+	o.Table = cmp.Or(o.Table, DefaultTable)
+	o.MaxRows = clickagg.PositiveOr(o.MaxRows, DefaultMaxRows)
+	o.MaxBytes = clickagg.PositiveOr(o.MaxBytes, DefaultMaxBytes)
+	o.Linger = clickagg.PositiveOr(o.Linger, DefaultLinger)
+	o.MaxInflight = clickagg.PositiveOr(o.MaxInflight, DefaultMaxInflight)
+	o.MaxBufferedRows = clickagg.PositiveOr(o.MaxBufferedRows, DefaultMaxBufferedRows)
+	o.MaxRetries = cmp.Or(o.MaxRetries, DefaultMaxRetries)
+	o.Backoff = clickagg.PositiveOr(o.Backoff, DefaultBackoff)
+	o.MaxBackoff = clickagg.PositiveOr(o.MaxBackoff, DefaultMaxBackoff)
+	o.InsertTimeout = clickagg.PositiveOr(o.InsertTimeout, DefaultInsertTimeout)
+	return o
+}
+
+// Validate checks a complete Options, such as one read from flags: every
+// size, count and duration positive (New would take a zero for the
+// default, which a configuration should say), and a full block fits the
+// buffer.
+func (o Options) Validate() error {
+	return clickagg.FirstError(
+		clickagg.NotEmpty("Table", o.Table),
+		clickagg.Positive("MaxRows", o.MaxRows),
+		clickagg.Positive("MaxBytes", o.MaxBytes),
+		clickagg.Positive("Linger", o.Linger),
+		clickagg.Between("MaxInflight", o.MaxInflight, 1, 64),
+		clickagg.AtLeast("MaxBufferedRows", o.MaxBufferedRows, o.MaxRows, "MaxRows, so that a full block fits"),
+		retriesErr(o.MaxRetries),
+		clickagg.Positive("Backoff", o.Backoff),
+		clickagg.AtLeast("MaxBackoff", o.MaxBackoff, o.Backoff, "Backoff"),
+		clickagg.Positive("InsertTimeout", o.InsertTimeout),
+	)
+}
+
+// retriesErr refuses MaxRetries below -1, and 0, which New takes for the
+// default.
+func retriesErr(n int) error {
+	if n == -1 || n > 0 {
+		return nil
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	if o.Table == "" {
-		o.Table = "events"
-	}
-	def(&o.MaxRows, 65536)
-	def(&o.MaxBytes, 32<<20)
-	def(&o.MaxInflight, 2)
-	def(&o.MaxBufferedRows, 262144)
-	def(&o.MaxRetries, 4)
-	defDur(&o.Linger, 100*time.Millisecond)
-	defDur(&o.Backoff, 100*time.Millisecond)
-	defDur(&o.MaxBackoff, 2*time.Second)
-	defDur(&o.InsertTimeout, 30*time.Second)
-	if o.MaxRetries < 0 {
-		o.MaxRetries = 0
-	}
+	return &clickagg.ConfigError{Field: "MaxRetries", Value: n, Want: "-1 for none, or 1 or more"}
 }
 
 // Hooks observe the ingestor, e.g. for metrics; calls are synchronous and
@@ -141,7 +173,8 @@ type Ingestor struct {
 
 // New starts an Ingestor sending through t.
 func New(t Transport, o Options) *Ingestor {
-	o.setDefaults()
+	o = o.WithDefaults()
+	o.MaxRetries = max(o.MaxRetries, 0) // -1: none
 	in := &Ingestor{
 		o:       o,
 		t:       t,

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/ch-go/proto"
+
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
@@ -160,8 +162,8 @@ func TestServerErrors(t *testing.T) {
 	defer in.Close(context.Background())
 	err := in.Add(context.Background(), rowsOf(0, 10))
 	var se *ingestor.ServerError
-	if !errors.As(err, &se) || se.Code != 60 || ingestor.Temporary(err) {
-		t.Fatalf("unknown table: %v (code %v), want code 60, not temporary", err, se)
+	if !errors.As(err, &se) || se.Code != proto.ErrUnknownTable || ingestor.Temporary(err) {
+		t.Fatalf("unknown table: %v (code %v), want UNKNOWN_TABLE, not temporary", err, se)
 	}
 
 	// Nothing listens on a just-closed port: a temporary network error,

@@ -10,7 +10,7 @@ import (
 // The modern DDL cannot run here (18.16 only); its text is checked instead.
 func TestQueueDDLByVersion(t *testing.T) {
 	c := Config{Brokers: "k:9092", Topic: "ad-events"}
-	c.setDefaults()
+	c = c.WithDefaults()
 	modern := queueDDL(c, chclient.Version{Major: 24, Minor: 8})
 	for _, want := range []string{"kafka_format = 'RawBLOB'", "kafka_flush_interval_ms = 500", "kafka_broker_list = 'k:9092'", "kafka_group_name = 'clickagg'"} {
 		if !strings.Contains(modern, want) {

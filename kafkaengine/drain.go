@@ -39,25 +39,37 @@ type DrainOptions struct {
 	Logger  *slog.Logger
 }
 
-func (o *DrainOptions) setDefaults() {
-	if o.Poll == 0 {
-		o.Poll = 200 * time.Millisecond
-	}
-	if o.Settle == 0 {
-		o.Settle = time.Minute
-	}
-	if o.IdlePoll == 0 {
-		o.IdlePoll = time.Second
-	}
-	if o.MaxBatch == 0 {
-		o.MaxBatch = 50000
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 30 * time.Second
-	}
+// Defaults of DrainOptions.
+const (
+	DefaultPoll     = 200 * time.Millisecond
+	DefaultIdlePoll = time.Second
+	DefaultSettle   = time.Minute
+	DefaultMaxBatch = 50000
+	DefaultTimeout  = 30 * time.Second
+)
+
+// WithDefaults returns o with its zero fields set to the defaults.
+func (o DrainOptions) WithDefaults() DrainOptions {
+	o.Poll = clickagg.PositiveOr(o.Poll, DefaultPoll)
+	o.IdlePoll = clickagg.PositiveOr(o.IdlePoll, DefaultIdlePoll)
+	o.Settle = clickagg.PositiveOr(o.Settle, DefaultSettle)
+	o.MaxBatch = clickagg.PositiveOr(o.MaxBatch, DefaultMaxBatch)
+	o.Timeout = clickagg.PositiveOr(o.Timeout, DefaultTimeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	return o
+}
+
+// Validate checks complete options: every duration and the batch positive.
+func (o DrainOptions) Validate() error {
+	return clickagg.FirstError(
+		clickagg.Positive("Poll", o.Poll),
+		clickagg.Positive("IdlePoll", o.IdlePoll),
+		clickagg.Positive("Settle", o.Settle),
+		clickagg.Positive("MaxBatch", o.MaxBatch),
+		clickagg.Positive("Timeout", o.Timeout),
+	)
 }
 
 // hotSeconds is how long the ids of drained rows are remembered, so that a
@@ -96,7 +108,7 @@ type Drain struct {
 
 // NewDrain returns a Drain reading conn's database and writing to sink.
 func NewDrain(conn driver.Conn, sink Sink, o DrainOptions) *Drain {
-	o.setDefaults()
+	o = o.WithDefaults()
 	return &Drain{conn: conn, sink: sink, o: o, done: map[uint32]int{}, seen: map[uint64]uint32{}}
 }
 

@@ -14,14 +14,16 @@
 package kafkaengine
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/chclient"
 )
 
@@ -44,36 +46,43 @@ type Config struct {
 	MaxBlockSize int
 }
 
-func (c *Config) setDefaults() {
-	if c.Group == "" {
-		c.Group = "clickagg"
-	}
-	if c.Consumers == 0 {
-		c.Consumers = 1
-	}
-	if c.MaxBlockSize == 0 {
-		c.MaxBlockSize = 65536
-	}
+// Defaults of Config.
+const (
+	DefaultTopic        = "ad-events"
+	DefaultGroup        = "clickagg"
+	DefaultConsumers    = 1
+	DefaultMaxBlockSize = 65536
+)
+
+// WithDefaults returns c with its zero fields set to the defaults.
+func (c Config) WithDefaults() Config {
+	c.Topic = cmp.Or(c.Topic, DefaultTopic)
+	c.Group = cmp.Or(c.Group, DefaultGroup)
+	c.Consumers = cmp.Or(c.Consumers, DefaultConsumers)
+	c.MaxBlockSize = cmp.Or(c.MaxBlockSize, DefaultMaxBlockSize)
+	return c
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
-// Validate reports the first setting that cannot be used.
+// Validate reports the first setting that cannot be used; Enable fills
+// zero fields with the defaults first.
 func (c Config) Validate() error {
-	c.setDefaults()
+	var err error
 	switch {
 	case c.Brokers == "":
-		return errors.New("kafka brokers: none given")
+		err = &clickagg.ConfigError{Field: "Brokers", Value: `""`, Want: "host:port[,host:port...]"}
 	case strings.ContainsAny(c.Brokers, `'\ `):
-		return fmt.Errorf("kafka brokers %q: not a host:port list", c.Brokers)
+		err = &clickagg.ConfigError{Field: "Brokers", Value: strconv.Quote(c.Brokers), Want: "host:port[,host:port...]"}
 	case !nameRE.MatchString(c.Topic):
-		return fmt.Errorf("kafka topic %q: letters, digits, '.', '_' and '-' only", c.Topic)
+		err = &clickagg.ConfigError{Field: "Topic", Value: strconv.Quote(c.Topic), Want: "letters, digits, '.', '_' and '-' only"}
 	case !nameRE.MatchString(c.Group):
-		return fmt.Errorf("kafka group %q: letters, digits, '.', '_' and '-' only", c.Group)
-	case c.Consumers < 1 || c.MaxBlockSize < 1:
-		return errors.New("kafka consumers and block size must be positive")
+		err = &clickagg.ConfigError{Field: "Group", Value: strconv.Quote(c.Group), Want: "letters, digits, '.', '_' and '-' only"}
 	}
-	return nil
+	return clickagg.FirstError(err,
+		clickagg.Between("Consumers", c.Consumers, 1, 256),
+		clickagg.Positive("MaxBlockSize", c.MaxBlockSize),
+	)
 }
 
 // queueDDL is the Kafka engine table for the server's version.
@@ -100,7 +109,7 @@ const viewDDL = "CREATE MATERIALIZED VIEW " + QueueView + " TO kafka_inbox AS " 
 // Kafka, so re-enabling with the same group resumes where it stopped. The
 // schema migrations must have run (kafka_inbox).
 func Enable(ctx context.Context, conn driver.Conn, c Config) error {
-	c.setDefaults()
+	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return err
 	}

@@ -4,12 +4,13 @@ package queryapi
 
 import (
 	"context"
-	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
 
 	"github.com/clickagg/clickagg"
 )
@@ -54,31 +55,48 @@ type Options struct {
 	// Prometheus serves GET /metrics (the query side's auth applies);
 	// nil disables the route.
 	Prometheus http.Handler
+
+	// Logger gets the detail of every 5xx answer (the client sees a
+	// generic message and the request id); default: discard.
+	Logger *slog.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultBodyLimit = 32 << 20
+	DefaultMaxRange  = 31 * 24 * time.Hour
+	DefaultMaxTopN   = 1000
+)
+
 // api holds what the handlers need.
-type api struct{ o Options }
+type api struct {
+	o      Options
+	errLog *errorLog
+}
 
 // New builds the Fiber app.
 func New(o Options) *fiber.App {
 	if o.BodyLimit == 0 {
-		o.BodyLimit = 32 << 20
+		o.BodyLimit = DefaultBodyLimit
 	}
 	if o.MaxRange == 0 {
-		o.MaxRange = 31 * 24 * time.Hour
+		o.MaxRange = DefaultMaxRange
 	}
 	if o.MaxTopN == 0 {
-		o.MaxTopN = 1000
+		o.MaxTopN = DefaultMaxTopN
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &api{o: o}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &api{o: o, errLog: newErrorLog(o.Logger)}
 	app := fiber.New(fiber.Config{
 		AppName:               "clickagg",
 		BodyLimit:             o.BodyLimit,
 		DisableStartupMessage: true,
-		ErrorHandler:          errorHandler(o.BodyRefused, o.Auth.Hooks),
+		ErrorHandler:          a.errorHandler,
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
 		// The collector reads bodies itself, after taking room for them from
@@ -86,6 +104,9 @@ func New(o Options) *fiber.App {
 		// connection's whole body before any handler could refuse it.
 		StreamRequestBody: o.Ingest != nil,
 	})
+	// First, so that every answer, refusals included, carries its id
+	// (the client's own X-Request-ID when it sent one).
+	app.Use(requestid.New())
 	if o.Observer != nil {
 		app.Use(observe(o.Observer))
 	}
@@ -112,7 +133,7 @@ func New(o Options) *fiber.App {
 		app.Use(g.handle)
 	}
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
-	app.Get("/readyz", readyz(o.Checks))
+	app.Get("/readyz", a.readyz)
 	if o.Prometheus != nil {
 		app.Get("/metrics", adaptor.HTTPHandler(o.Prometheus))
 	}
@@ -142,49 +163,53 @@ func New(o Options) *fiber.App {
 }
 
 // errorHandler answers every error as JSON, including the ones fasthttp
-// raises before a handler runs (413 over BodyLimit, 404, 405).
-func errorHandler(bodyRefused func(), hooks Hooks) fiber.ErrorHandler {
-	return func(c *fiber.Ctx, err error) error {
-		if code, body := errorStatus(err); code != 0 {
-			if code == fiber.StatusBadRequest {
-				refused(hooks, routeClass(c.Path()), ReasonBadParam)
-			}
-			return c.Status(code).JSON(body)
+// raises before a handler runs (413 over BodyLimit, 404, 405). A 5xx
+// answer says what kind of failure it is in our words and gives the
+// request id; the cause (ClickHouse's text, addresses) is logged with that
+// id, never sent.
+func (a *api) errorHandler(c *fiber.Ctx, err error) error {
+	code, body := errorStatus(err)
+	switch code {
+	case 0:
+		code, body = fiber.StatusInternalServerError, fiber.Map{"error": "internal error"}
+	case fiber.StatusBadRequest:
+		refused(a.o.Auth.Hooks, routeClass(c.Path()), ReasonBadParam)
+	case fiber.StatusRequestEntityTooLarge:
+		body["field"] = "body"
+		if a.o.BodyRefused != nil {
+			a.o.BodyRefused()
 		}
-		code := fiber.StatusInternalServerError
-		var fe *fiber.Error
-		if errors.As(err, &fe) {
-			code = fe.Code
-		}
-		body := fiber.Map{"error": err.Error()}
-		if code == fiber.StatusRequestEntityTooLarge {
-			body["field"] = "body"
-			if bodyRefused != nil {
-				bodyRefused()
-			}
-		}
-		return c.Status(code).JSON(body)
 	}
+	if code >= fiber.StatusInternalServerError {
+		id := c.GetRespHeader(fiber.HeaderXRequestID)
+		body["request_id"] = id
+		a.errLog.answered(c, code, id, err)
+	}
+	return c.Status(code).JSON(body)
 }
 
-func readyz(checks []Check) fiber.Handler {
-	return func(c *fiber.Ctx) error {
-		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
-		defer cancel()
-		status, code := "ready", fiber.StatusOK
-		deps := fiber.Map{}
-		for _, ch := range checks {
-			if err := ch.Probe(ctx); err != nil {
-				deps[ch.Name] = err.Error()
-				if ch.Critical {
-					status, code = "unready", fiber.StatusServiceUnavailable
-				} else if status == "ready" {
-					status = "degraded"
-				}
-				continue
+func (a *api) readyz(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	status, code := "ready", fiber.StatusOK
+	deps := fiber.Map{}
+	for _, ch := range a.o.Checks {
+		if err := ch.Probe(ctx); err != nil {
+			// The cause names addresses: the log has it, the open route not.
+			deps[ch.Name] = "unreachable"
+			a.errLog.probe(ch.Name, err)
+			if ch.Critical {
+				status, code = "unready", fiber.StatusServiceUnavailable
+			} else if status == "ready" {
+				status = "degraded"
 			}
-			deps[ch.Name] = "ok"
+			continue
 		}
-		return c.Status(code).JSON(fiber.Map{"status": status, "checks": deps})
+		deps[ch.Name] = "ok"
 	}
+	body := fiber.Map{"status": status, "checks": deps}
+	if code != fiber.StatusOK {
+		body["request_id"] = c.GetRespHeader(fiber.HeaderXRequestID)
+	}
+	return c.Status(code).JSON(body)
 }

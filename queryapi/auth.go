@@ -13,6 +13,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/clickagg/clickagg"
 )
 
 // AuthOptions guards the API: bearer tokens per side, the ingest rate per
@@ -32,6 +34,24 @@ type AuthOptions struct {
 	MaxConcurrent int
 	// Hooks sees every refusal; may be nil.
 	Hooks Hooks
+}
+
+// DefaultMaxConcurrent is serve's bound on requests handled at once: high
+// enough never to refuse a healthy load, low enough to bound goroutines and
+// memory when clients pile up.
+const DefaultMaxConcurrent = 4096
+
+// Validate checks the limits; tokens are checked where they are read.
+func (o AuthOptions) Validate() error {
+	rateErr := clickagg.NonNegative("IngestRate", o.IngestRate)
+	if math.IsNaN(o.IngestRate) || math.IsInf(o.IngestRate, 0) {
+		rateErr = &clickagg.ConfigError{Field: "IngestRate", Value: o.IngestRate, Want: "a number of requests per second, 0 for no limit"}
+	}
+	return clickagg.FirstError(
+		rateErr,
+		clickagg.NonNegative("IngestBurst", o.IngestBurst),
+		clickagg.NonNegative("MaxConcurrent", o.MaxConcurrent),
+	)
 }
 
 // Hooks observes refused requests, e.g. to count them for Prometheus.

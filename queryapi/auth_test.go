@@ -2,8 +2,10 @@ package queryapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/clickagg/clickagg"
 )
 
 const (
@@ -295,5 +299,17 @@ func TestAuthStreamedBody(t *testing.T) {
 		case tok == ingestTok && (resp.StatusCode != 200 || string(raw) != fmt.Sprintf(`{"bytes":%d}`, req.ContentLength)):
 			t.Errorf("right token: %d %s", resp.StatusCode, raw)
 		}
+	}
+}
+
+func TestAuthOptionsValidate(t *testing.T) {
+	for _, o := range []AuthOptions{{IngestRate: -1}, {IngestRate: math.NaN()}, {IngestRate: math.Inf(1)}, {IngestBurst: -1}, {MaxConcurrent: -1}} {
+		var ce *clickagg.ConfigError
+		if err := o.Validate(); !errors.As(err, &ce) {
+			t.Errorf("%+v: %v, want a ConfigError", o, err)
+		}
+	}
+	if err := (AuthOptions{IngestRate: 2.5, MaxConcurrent: DefaultMaxConcurrent}).Validate(); err != nil {
+		t.Error(err)
 	}
 }

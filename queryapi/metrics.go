@@ -218,15 +218,23 @@ func (a *api) top(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"from": r.From, "to": r.To, "metric": metric, "mode": mode, "n": n, "ads": ads, "cached": res.Cached})
 }
 
-// errorStatus maps service errors to answers: a ParamError is the caller's
-// 400, a cancelled or timed-out question 503, anything else 500.
+// errorStatus maps errors to answers: a ParamError is the caller's 400, a
+// ServiceError and Fiber's own errors have their status, a timed-out
+// question is 503; 0 for anything else (500).
 func errorStatus(err error) (int, fiber.Map) {
 	var pe *clickagg.ParamError
+	var se *clickagg.ServiceError
+	var fe *fiber.Error
 	switch {
 	case errors.As(err, &pe):
 		return fiber.StatusBadRequest, fiber.Map{"error": pe.Message, "param": pe.Param}
+	case errors.As(err, &se):
+		return se.Status, fiber.Map{"error": se.Message}
 	case errors.Is(err, context.DeadlineExceeded):
 		return fiber.StatusServiceUnavailable, fiber.Map{"error": "query timed out"}
+	case errors.As(err, &fe):
+		// Fiber's and fasthttp's own: 404, 405, 413, their texts.
+		return fe.Code, fiber.Map{"error": fe.Message}
 	}
 	return 0, nil
 }

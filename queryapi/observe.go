@@ -1,7 +1,6 @@
 package queryapi
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -29,8 +28,6 @@ func observe(o RequestObserver) fiber.Handler {
 			status = fiber.StatusInternalServerError
 			if code, _ := errorStatus(err); code != 0 {
 				status = code
-			} else if fe := (*fiber.Error)(nil); errors.As(err, &fe) {
-				status = fe.Code
 			}
 		}
 		// Only registered patterns become labels: a request answered by

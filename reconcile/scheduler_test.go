@@ -43,7 +43,7 @@ func TestScheduler(t *testing.T) {
 	s := reconcile.NewScheduler(open(t, db, reconcile.Options{}), reconcile.SchedulerOptions{
 		Every:  20 * time.Millisecond,
 		Fix:    true,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:    func() time.Time { return now },
 	})
 	if s.Last() != nil {
@@ -70,6 +70,12 @@ func TestScheduler(t *testing.T) {
 	// One daily pass, over each of the 7 previous days.
 	if n := strings.Count(out, "run=daily"); n != 7 || !strings.Contains(out, "run=daily from=2026-11-15T00:00:00.000Z") {
 		t.Errorf("%d daily runs, want 7 (one per previous day); logs:\n%s", n, out)
+	}
+	// At info level, one line a run: the first covers the recent range
+	// and the 7 days.
+	if !strings.Contains(out, "level=INFO msg=reconciled ranges=8 failed=0 differing_rows=3 fixed=true") ||
+		strings.Count(out, "level=INFO") != strings.Count(out, "ranges=") {
+		t.Errorf("info lines are not one summary per run; logs:\n%s", out)
 	}
 	// The first recent run and the daily run each fixed the slipped resend
 	// (minute tables, then ad_stats_daily); later runs found nothing.

@@ -110,3 +110,14 @@ func ignoreNoChange(err error) error {
 	}
 	return err
 }
+
+// MigrateUp applies every embedded migration not yet applied to o's
+// database, creating it when missing.
+func MigrateUp(ctx context.Context, o chclient.Options) error {
+	m, err := NewMigrator(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Up()
+}

@@ -1,131 +1,226 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"regexp"
 	"strconv"
 	"time"
 
+	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/server"
 	"github.com/clickagg/clickagg/services"
 )
 
-// flags is a FlagSet whose defaults come from environment variables, then
-// from the local services' state file, then from built-in values.
+// flags is a command's FlagSet. A value comes from the command line, else
+// from the flag's environment variable, else from the local services'
+// state file (addresses), else from the default, which is whatever the
+// registered field holds (the packages' exported defaults). Every value is
+// parsed with an error that names the flag or variable and the accepted
+// form.
 type flags struct {
-	*flag.FlagSet
-	local *services.Status // nil when `services up` never ran here
-	pos   []string         // positional arguments, wherever they stood
-	after []func() error   // run by parse: values that need files or checks
+	fs       *flag.FlagSet
+	name     string
+	synopsis string
+	local    *services.Status // nil when `services up` never ran here
+	pos      []string         // positional arguments, wherever they stood
+	after    []func() error   // run by parse: values that need files or checks
+	env      map[string]string
+	order    []string // flag names in registration order
+
+	// fields maps the Go path of a validated struct's field (as a
+	// *clickagg.ConfigError names it) to its flag, once root is set.
+	root   any
+	fields map[string]string
 }
 
-func newFlags(name, synopsis string, stderr io.Writer) *flags {
+func newFlags(name, synopsis string) *flags {
 	fs := flag.NewFlagSet("clickagg "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &flags{FlagSet: fs}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: clickagg %s %s\n\nFlags (environment variable in brackets):\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	dir := os.Getenv("CLICKAGG_DATA_DIR")
-	if st, err := services.Read(services.Options{Dir: dir}); err == nil {
+	fs.SetOutput(io.Discard) // errors are returned, usage printed on --help only
+	f := &flags{fs: fs, name: name, synopsis: synopsis, env: map[string]string{}, fields: map[string]string{}}
+	if st, err := services.Read(services.Options{Dir: os.Getenv("CLICKAGG_DATA_DIR")}); err == nil {
 		f.local = &st
 	}
 	return f
 }
 
-func (f *flags) str(p *string, name, env, def, usage string) {
-	if v, ok := os.LookupEnv(env); ok {
-		def = v
-	}
-	f.StringVar(p, name, def, usage+" ["+env+"]")
+// usageError is a command line or environment the command cannot take: one
+// line, exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+var singleDash = regexp.MustCompile(`(\s)-(\w)`)
+
+// value is a flag.Value of one of the kinds flags take, with the accepted
+// form in its errors.
+type value struct {
+	p    any // *string, *int, *int64 (a size given in MiB, kept in bytes), *uint64, *float64, *bool, *time.Duration
+	form string
 }
 
-func (f *flags) int(p *int, name, env string, def int, usage string) {
-	if v, err := strconv.Atoi(os.Getenv(env)); err == nil {
-		def = v
+func (v *value) String() string {
+	if v == nil || v.p == nil {
+		return ""
 	}
-	f.IntVar(p, name, def, usage+" ["+env+"]")
+	switch p := v.p.(type) {
+	case *string:
+		return *p
+	case *int:
+		return strconv.Itoa(*p)
+	case *int64:
+		return strconv.FormatInt(*p>>20, 10)
+	case *uint64:
+		return strconv.FormatUint(*p, 10)
+	case *float64:
+		return strconv.FormatFloat(*p, 'g', -1, 64)
+	case *bool:
+		return strconv.FormatBool(*p)
+	case *time.Duration:
+		return p.String()
+	}
+	return fmt.Sprint(v.p)
 }
 
-func (f *flags) dur(p *time.Duration, name, env string, def time.Duration, usage string) {
-	if v, err := time.ParseDuration(os.Getenv(env)); err == nil {
-		def = v
-	}
-	f.DurationVar(p, name, def, usage+" ["+env+"]")
-}
-
-func (f *flags) bool(p *bool, name, env string, def bool, usage string) {
-	if v, err := strconv.ParseBool(os.Getenv(env)); err == nil {
-		def = v
-	}
-	f.BoolVar(p, name, def, usage+" ["+env+"]")
-}
-
-// clickhouse registers the ClickHouse connection flags.
-func (f *flags) clickhouse(o *chclient.Options) {
-	def := chclient.Options{}.WithDefaults()
-	if f.local != nil {
-		def.HTTP, def.Native, def.Database = f.local.ClickHouseHTTP, f.local.ClickHouseNative, f.local.Database
-	}
-	f.str(&o.HTTP, "clickhouse-http", "CLICKAGG_CLICKHOUSE_HTTP", def.HTTP, "ClickHouse HTTP interface URL (inserts)")
-	f.str(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", def.Native, "ClickHouse native protocol host:port (schema and queries)")
-	f.str(&o.Database, "clickhouse-database", "CLICKAGG_CLICKHOUSE_DATABASE", def.Database, "ClickHouse database")
-	f.str(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", def.User, "ClickHouse user (password: CLICKAGG_CLICKHOUSE_PASSWORD or CLICKAGG_CLICKHOUSE_PASSWORD_FILE)")
-	t := new(tlsFlags)
-	t.register(f, "clickhouse", "CLICKAGG_CLICKHOUSE", "ClickHouse (the native port, e.g. 9440; inserts use TLS when --clickhouse-http is https://, with the same CA and certificate)")
-	f.after = append(f.after, func() (err error) {
-		// The password has no flag so that it never shows in a process list.
-		if o.Password, err = envSecret("CLICKAGG_CLICKHOUSE_PASSWORD"); err != nil {
-			return err
+func (v *value) Set(s string) error {
+	var err error
+	switch p := v.p.(type) {
+	case *string:
+		*p = s
+	case *int:
+		*p, err = strconv.Atoi(s)
+	case *int64: // MiB given, bytes kept
+		var n int64
+		if n, err = strconv.ParseInt(s, 10, 64); err == nil && (n < 0 || n > 1<<40) {
+			err = errors.New("out of range")
 		}
-		if o.TLS, err = t.config(); err != nil {
-			return fmt.Errorf("clickhouse %w", err)
-		}
-		return nil
-	})
-}
-
-// redis registers the Redis address flag.
-func (f *flags) redis(addr *string) {
-	def := "127.0.0.1:6379"
-	if f.local != nil {
-		def = f.local.RedisAddr
+		*p = n << 20
+	case *uint64:
+		*p, err = strconv.ParseUint(s, 10, 64)
+	case *float64:
+		*p, err = strconv.ParseFloat(s, 64)
+	case *bool:
+		*p, err = strconv.ParseBool(s)
+	case *time.Duration:
+		*p, err = time.ParseDuration(s)
 	}
-	f.str(addr, "redis-addr", "CLICKAGG_REDIS_ADDR", def, "Redis host:port (query cache)")
+	if err != nil {
+		return errors.New("want " + v.form)
+	}
+	return nil
 }
 
-// listen is the API address flag.
-func (f *flags) listen(addr *string) {
-	f.str(addr, "listen", "CLICKAGG_LISTEN", "127.0.0.1:8080", "HTTP listen address of the collector and API")
+// IsBoolFlag lets a bool flag stand alone (--migrate).
+func (v *value) IsBoolFlag() bool { _, ok := v.p.(*bool); return ok }
+
+func formOf(p any) string {
+	switch p.(type) {
+	case *int:
+		return "a whole number"
+	case *int64:
+		return "a whole number of MiB"
+	case *uint64:
+		return "a whole number, 0 or more"
+	case *float64:
+		return "a number"
+	case *bool:
+		return "true or false"
+	case *time.Duration:
+		return "a duration such as 250ms, 30s, 2h or 1h30m"
+	}
+	return "text"
+}
+
+// v registers flag name for the field p points to, read from environment
+// variable env when env is not empty; its default is what *p holds now.
+func (f *flags) v(p any, name, env, usage string) {
+	if env != "" {
+		usage += " [" + env + "]"
+		f.env[name] = env
+	}
+	f.fs.Var(&value{p: p, form: formOf(p)}, name, usage)
+	f.order = append(f.order, name)
+	if f.root != nil {
+		if path := fieldPath(f.root, p); path != "" {
+			f.fields[path] = name
+		}
+	}
 }
 
 // parse parses args, allowing flags after positional arguments
-// ("services up --no-install"), and rejects more than max positionals.
+// ("services up --no-install"), then the environment for the flags not
+// given, and rejects more than max positionals.
 func (f *flags) parse(args []string, max int) error {
 	for {
-		if err := f.Parse(args); err != nil {
-			return err
+		if err := f.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			// The flag package writes -name; the help and these messages, --name.
+			return usagef("%s", singleDash.ReplaceAllString(err.Error(), "$1--$2"))
 		}
-		if f.NArg() == 0 {
+		if f.fs.NArg() == 0 {
 			break
 		}
-		f.pos = append(f.pos, f.Arg(0))
-		args = f.Args()[1:]
+		f.pos = append(f.pos, f.fs.Arg(0))
+		args = f.fs.Args()[1:]
 	}
 	if len(f.pos) > max {
-		fmt.Fprintf(f.Output(), "unexpected arguments: %v\n", f.pos[max:])
-		f.Usage()
-		return errUsage
+		return usagef("unexpected arguments: %v", f.pos[max:])
+	}
+	given := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	for _, name := range f.order {
+		env := f.env[name]
+		if env == "" || given[name] {
+			continue
+		}
+		// An empty variable counts as unset, as compose files often leave them.
+		if s := os.Getenv(env); s != "" {
+			if err := f.fs.Set(name, s); err != nil {
+				return usagef("%s=%q: %v", env, s, err)
+			}
+		}
 	}
 	for _, fn := range f.after {
 		if err := fn(); err != nil {
-			return err
+			return &usageError{err.Error()}
 		}
 	}
 	return nil
+}
+
+// check turns a *clickagg.ConfigError of the struct registered as root
+// into a usage error naming the flag and its variable.
+func (f *flags) check(err error) error {
+	var ce *clickagg.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	name, ok := f.fields[ce.Field]
+	if !ok {
+		return &usageError{err.Error()}
+	}
+	where := "--" + name
+	if env := f.env[name]; env != "" {
+		where += " [" + env + "]"
+	}
+	return usagef("%s %s: want %s", where, f.fs.Lookup(name).Value.String(), ce.Want)
+}
+
+// usage prints the command's synopsis and flags.
+func (f *flags) usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: clickagg %s %s\n\nFlags (environment variable in brackets):\n", f.name, f.synopsis)
+	f.fs.SetOutput(w)
+	f.fs.PrintDefaults()
+	f.fs.SetOutput(io.Discard)
 }
 
 // arg is positional argument i, or "".
@@ -134,4 +229,67 @@ func (f *flags) arg(i int) string {
 		return f.pos[i]
 	}
 	return ""
+}
+
+// fieldPath is the path of the field p points to inside the struct root
+// points to ("Ingest.MaxInflight"), or "" when it is not one of its fields.
+func fieldPath(root, p any) string {
+	target := reflect.ValueOf(p)
+	var walk func(v reflect.Value, prefix string) string
+	walk = func(v reflect.Value, prefix string) string {
+		for i := range v.NumField() {
+			fv, sf := v.Field(i), v.Type().Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			path := prefix + sf.Name
+			if fv.Addr().Pointer() == target.Pointer() && fv.Addr().Type() == target.Type() {
+				return path
+			}
+			if fv.Kind() == reflect.Struct {
+				if found := walk(fv, path+"."); found != "" {
+					return found
+				}
+			}
+		}
+		return ""
+	}
+	return walk(reflect.ValueOf(root).Elem(), "")
+}
+
+// clickhouse registers the ClickHouse connection flags.
+func (f *flags) clickhouse(o *chclient.Options) {
+	*o = o.WithDefaults()
+	if f.local != nil {
+		o.HTTP, o.Native, o.Database = f.local.ClickHouseHTTP, f.local.ClickHouseNative, f.local.Database
+	}
+	f.v(&o.HTTP, "clickhouse-http", "CLICKAGG_CLICKHOUSE_HTTP", "ClickHouse HTTP interface URL (inserts)")
+	f.v(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", "ClickHouse native protocol host:port (schema and queries)")
+	f.v(&o.Database, "clickhouse-database", "CLICKAGG_CLICKHOUSE_DATABASE", "ClickHouse database")
+	f.v(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", "ClickHouse user (password: CLICKAGG_CLICKHOUSE_PASSWORD or CLICKAGG_CLICKHOUSE_PASSWORD_FILE)")
+	t := new(tlsFlags)
+	t.register(f, "clickhouse", "CLICKAGG_CLICKHOUSE", "ClickHouse (the native port, e.g. 9440; inserts use TLS when --clickhouse-http is https://, with the same CA and certificate)")
+	f.after = append(f.after, func() (err error) {
+		// The password has no flag so that it never shows in a process list.
+		if o.Password, err = envSecret("CLICKAGG_CLICKHOUSE_PASSWORD"); err != nil {
+			return err
+		}
+		o.TLS, err = t.config()
+		return err
+	})
+}
+
+// redisAddr registers the Redis address flag.
+func (f *flags) redisAddr(addr *string) {
+	*addr = server.DefaultRedisAddr
+	if f.local != nil {
+		*addr = f.local.RedisAddr
+	}
+	f.v(addr, "redis-addr", "CLICKAGG_REDIS_ADDR", "Redis host:port (query cache)")
+}
+
+// listen is the API address flag.
+func (f *flags) listen(addr *string) {
+	*addr = server.DefaultListen
+	f.v(addr, "listen", "CLICKAGG_LISTEN", "HTTP listen address of the collector and API")
 }

@@ -9,77 +9,80 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/kafka"
+	"github.com/clickagg/clickagg/kafkaengine"
 )
 
-// genFlags are the generator flags shared by generate and serve.
-type genFlags struct {
-	src  generator.Options
-	seed int
-	load generator.LoadOptions
+// genFlags registers the generator flags shared by generate and serve
+// (serve prefixes them with "generate-"); src and load hold the defaults.
+func genFlags(f *flags, src *generator.Options, load *generator.LoadOptions, prefix, rateUsage string) {
+	f.v(&load.Rate, prefix+"rate", "CLICKAGG_GENERATE_RATE", rateUsage)
+	f.v(&load.Duration, prefix+"duration", "CLICKAGG_GENERATE_DURATION", "how long to send (0: until interrupted)")
+	f.v(&src.Ads, prefix+"ads", "CLICKAGG_GENERATE_ADS", "distinct ads (Zipf popularity)")
+	f.v(&src.Seed, prefix+"seed", "CLICKAGG_GENERATE_SEED", "random seed; the same seed gives the same events")
+	f.v(&src.LateShare, prefix+"late-share", "CLICKAGG_GENERATE_LATE_SHARE", "share of events 1 min to 3 h late (0: none)")
+	f.v(&src.DuplicateShare, prefix+"duplicate-share", "CLICKAGG_GENERATE_DUPLICATE_SHARE", "share of events resent with the same event_id (0: none)")
+	f.v(&load.Batch, prefix+"batch", "CLICKAGG_GENERATE_BATCH", "events per request")
+	f.v(&load.Concurrency, prefix+"concurrency", "CLICKAGG_GENERATE_CONCURRENCY", "requests in flight")
+	f.v(&load.Gzip, prefix+"gzip", "CLICKAGG_GENERATE_GZIP", "gzip request bodies")
+	f.after = append(f.after, func() error {
+		// generator.Options takes 0 for its default and a negative share for none.
+		for _, share := range []*float64{&src.LateShare, &src.DuplicateShare} {
+			if *share == 0 {
+				*share = -1
+			}
+		}
+		return nil
+	})
 }
 
-func (g *genFlags) register(f *flags, ratePrefix string, defRate int) {
-	f.int(&g.load.Rate, ratePrefix+"rate", "CLICKAGG_GENERATE_RATE", defRate, "events per second offered (negative: as fast as accepted)")
-	f.dur(&g.load.Duration, ratePrefix+"duration", "CLICKAGG_GENERATE_DURATION", 0, "how long to send (0: until interrupted)")
-	f.int(&g.src.Ads, ratePrefix+"ads", "CLICKAGG_GENERATE_ADS", 1000, "distinct ads (Zipf popularity)")
-	f.int(&g.seed, ratePrefix+"seed", "CLICKAGG_GENERATE_SEED", 1, "random seed; the same seed gives the same events")
-	f.Float64Var(&g.src.LateShare, ratePrefix+"late-share", 0.01, "share of events 1 min to 3 h late")
-	f.Float64Var(&g.src.DuplicateShare, ratePrefix+"duplicate-share", 0.001, "share of events resent with the same event_id")
-	f.int(&g.load.Batch, ratePrefix+"batch", "CLICKAGG_GENERATE_BATCH", 500, "events per request")
-	f.int(&g.load.Concurrency, ratePrefix+"concurrency", "CLICKAGG_GENERATE_CONCURRENCY", 4, "requests in flight")
-	f.bool(&g.load.Gzip, ratePrefix+"gzip", "CLICKAGG_GENERATE_GZIP", false, "gzip request bodies")
+// generateConfig is what generate is told.
+type generateConfig struct {
+	Source generator.Options
+	Load   generator.LoadOptions
 }
 
-// options returns the generator options once the flags are parsed.
-func (g *genFlags) options() (generator.Options, generator.LoadOptions) {
-	src := g.src
-	src.Seed = uint64(g.seed)
-	src.Now = time.Now // live traffic: event time is now, minus lateness
-	// A new prefix per run: a second run with the same seed is new traffic,
-	// not a resend of the first (which the collector would count once).
-	src.IDPrefix = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
-	if src.LateShare == 0 {
-		src.LateShare = -1
-	}
-	if src.DuplicateShare == 0 {
-		src.DuplicateShare = -1
-	}
-	if g.load.Token == "" {
-		// From the environment only, as serve's tokens.
-		g.load.Token = os.Getenv("CLICKAGG_GENERATE_TOKEN")
-	}
-	return src, g.load
-}
-
-func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("generate", "[flags]", stderr)
-	var g genFlags
-	g.register(f, "", 5000)
-	var listen string
+func setupGenerate(f *flags) func(ctx context.Context, stdout, stderr io.Writer) error {
+	c := generateConfig{Source: generator.Options{}.WithDefaults(), Load: generator.LoadOptions{}.WithDefaults()}
+	f.root = &c
+	genFlags(f, &c.Source, &c.Load, "", "events per second offered (negative: as fast as accepted)")
+	var listen, brokers, topic string
 	f.listen(&listen)
-	f.str(&g.load.Target, "target", "CLICKAGG_GENERATE_TARGET", "", "collector base URL (default http://<listen>)")
-	var brokers, topic string
-	f.str(&brokers, "kafka", "CLICKAGG_GENERATE_KAFKA", "", "produce to these Kafka brokers (host:port[,...]) instead of posting to the collector")
-	f.str(&topic, "topic", "CLICKAGG_KAFKA_TOPIC", "ad-events", "Kafka topic, with --kafka")
-	if err := f.parse(args, 0); err != nil {
+	f.v(&c.Load.Target, "target", "CLICKAGG_GENERATE_TARGET", "collector base URL (default http://<listen>)")
+	f.v(&brokers, "kafka", "CLICKAGG_GENERATE_KAFKA", "produce to these Kafka brokers (host:port[,...]) instead of posting to the collector")
+	topic = kafkaengine.DefaultTopic
+	f.v(&topic, "topic", "CLICKAGG_KAFKA_TOPIC", "Kafka topic, with --kafka")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if err := f.check(clickagg.FirstError(
+			clickagg.Within("Source", c.Source.Validate()),
+			clickagg.Within("Load", c.Load.Validate()),
+		)); err != nil {
+			return err
+		}
+		src, load := c.Source, c.Load
+		src.Now = time.Now // live traffic: event time is now, minus lateness
+		// A new prefix per run: a second run with the same seed is new
+		// traffic, not a resend of the first (which the collector would
+		// count once).
+		src.IDPrefix = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+		// From the environment only, as serve's tokens.
+		load.Token = os.Getenv("CLICKAGG_GENERATE_TOKEN")
+		if brokers != "" {
+			return generateKafka(ctx, generator.New(src), brokers, topic, load, stdout, stderr)
+		}
+		if load.Target == "" {
+			load.Target = "http://" + listen
+		}
+		load.Progress = stderr
+		rep, err := generator.Load(ctx, generator.New(src), load)
+		fmt.Fprintln(stdout, rep.String())
+		if ctx.Err() != nil {
+			return nil // interrupted on purpose
+		}
 		return err
 	}
-	src, load := g.options()
-	if brokers != "" {
-		return generateKafka(ctx, generator.New(src), brokers, topic, load, stdout, stderr)
-	}
-	if load.Target == "" {
-		load.Target = "http://" + listen
-	}
-	load.Progress = stderr
-	rep, err := generator.Load(ctx, generator.New(src), load)
-	fmt.Fprintln(stdout, rep.String())
-	if ctx.Err() != nil {
-		return nil // interrupted on purpose
-	}
-	return err
 }
 
 // generateKafka produces the generated events to a topic, one per message,

@@ -14,15 +14,16 @@ import (
 type logConfig struct{ format, level string }
 
 func (l *logConfig) register(f *flags) {
-	f.str(&l.format, "log-format", "CLICKAGG_LOG_FORMAT", "text", "log format: text or json (one line per record)")
-	f.str(&l.level, "log-level", "CLICKAGG_LOG_LEVEL", "info", "least severe level logged: debug, info, warn, error")
+	l.format, l.level = "text", "info"
+	f.v(&l.format, "log-format", "CLICKAGG_LOG_FORMAT", "log format: text or json (one line per record)")
+	f.v(&l.level, "log-level", "CLICKAGG_LOG_LEVEL", "least severe level logged: debug, info, warn, error")
 	f.after = append(f.after, func() error {
 		if l.format != "text" && l.format != "json" {
-			return fmt.Errorf("--log-format %q: want text or json", l.format)
+			return fmt.Errorf("--log-format %q [CLICKAGG_LOG_FORMAT]: want text or json", l.format)
 		}
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(l.level)); err != nil {
-			return fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+			return fmt.Errorf("--log-level %q [CLICKAGG_LOG_LEVEL]: want debug, info, warn or error", l.level)
 		}
 		return nil
 	})

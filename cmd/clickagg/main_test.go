@@ -20,7 +20,7 @@ import (
 	"github.com/clickagg/clickagg/services"
 )
 
-func clickagg(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
+func clickaggRun(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(ctx, args, &out, &errb)
@@ -40,7 +40,7 @@ func TestLocalWorkflow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	t.Setenv("CLICKAGG_DATA_DIR", dir)
-	if _, errs, code := clickagg(t, ctx, "services", "up", "--no-install"); code != 0 {
+	if _, errs, code := clickaggRun(t, ctx, "services", "up", "--no-install"); code != 0 {
 		t.Fatalf("services up: %d %s", code, errs)
 	}
 	t.Cleanup(func() { services.Down(context.Background(), o) })
@@ -49,7 +49,7 @@ func TestLocalWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _, code := clickagg(t, ctx, "services", "status")
+	out, _, code := clickaggRun(t, ctx, "services", "status")
 	if code != 0 || !strings.Contains(out, "CLICKAGG_CLICKHOUSE_HTTP="+st.ClickHouseHTTP+"\n") ||
 		!strings.Contains(out, "CLICKAGG_CLICKHOUSE_UP=true") || !strings.Contains(out, "CLICKAGG_REDIS_UP=true") {
 		t.Fatalf("status: %s", out)
@@ -58,10 +58,10 @@ func TestLocalWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, errs, code := clickagg(t, ctx, "migrate", "up"); code != 0 || !strings.Contains(out, fmt.Sprintf("version=%d latest=%[1]d dirty=false", latest)) {
+	if out, errs, code := clickaggRun(t, ctx, "migrate", "up"); code != 0 || !strings.Contains(out, fmt.Sprintf("version=%d latest=%[1]d dirty=false", latest)) {
 		t.Fatalf("migrate up: %d %s %s", code, out, errs)
 	}
-	if _, errs, code := clickagg(t, ctx, "migrate", "down"); code == 0 || !strings.Contains(errs, "--yes") {
+	if _, errs, code := clickaggRun(t, ctx, "migrate", "down"); code == 0 || !strings.Contains(errs, "--yes") {
 		t.Fatalf("down without --yes must refuse: %d %s", code, errs)
 	}
 
@@ -87,7 +87,7 @@ func TestLocalWorkflow(t *testing.T) {
 	resp.Body.Close()
 	// generate finds the collector on the default --listen from the env.
 	t.Setenv("CLICKAGG_LISTEN", listen)
-	out, errs, code := clickagg(t, ctx, "generate", "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
+	out, errs, code := clickaggRun(t, ctx, "generate", "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
 	if code != 0 || !strings.Contains(out, "failed 0") {
 		t.Fatalf("generate: %d %s %s", code, out, errs)
 	}
@@ -137,12 +137,22 @@ func TestLocalWorkflow(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Fatalf("serve exit %d: %s", code, serveErr.String())
 	}
-	// --log-format json: every line of serve's log is one JSON record.
+	// --log-format json: every line of serve's log is one JSON record. The
+	// start says where to go in one line; reconciliation at start is one
+	// line at info level, its ranges at debug.
+	msgs := map[string]int{}
 	for line := range strings.SplitSeq(strings.TrimSpace(serveErr.String()), "\n") {
-		var rec struct{ Time, Level, Msg string }
+		var rec struct{ Time, Level, Msg, Docs, Try string }
 		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Level == "" || rec.Msg == "" {
 			t.Errorf("log line is not a slog JSON record: %q", line)
 		}
+		msgs[rec.Msg]++
+		if rec.Msg == "serving" && (rec.Docs != "http://"+listen+"/docs" || !strings.HasPrefix(rec.Try, "http://"+listen+"/v1/metrics?")) {
+			t.Errorf("banner %q: want the docs and an example query on %s", line, listen)
+		}
+	}
+	if msgs["serving"] != 1 || msgs["reconciled"] != 1 || msgs["reconciled range"] != 0 {
+		t.Errorf("start-up log: %v, want one banner and one reconciliation line", msgs)
 	}
 	n, err := services.Query(ctx, st.ClickHouseHTTP, st.Database, "SELECT count() FROM events")
 	if err != nil || strings.TrimSpace(n) == "0" {
@@ -157,10 +167,10 @@ func TestLocalWorkflow(t *testing.T) {
 	if want := fmt.Sprint(mustAtoi(t, accepted) + kafkaAccepted); strings.TrimSpace(n) != want {
 		t.Errorf("%s events in ClickHouse, want %s: %s accepted over HTTP (%s), %d from Kafka", strings.TrimSpace(n), want, accepted, out, kafkaAccepted)
 	}
-	if _, errs, code := clickagg(t, ctx, "migrate", "down", "--yes"); code != 0 {
+	if _, errs, code := clickaggRun(t, ctx, "migrate", "down", "--yes"); code != 0 {
 		t.Fatalf("migrate down: %s", errs)
 	}
-	if _, errs, code := clickagg(t, ctx, "services", "down"); code != 0 {
+	if _, errs, code := clickaggRun(t, ctx, "services", "down"); code != 0 {
 		t.Fatalf("services down: %s", errs)
 	}
 	if st, _ := services.Read(o); st.ClickHouseUp || st.RedisUp {
@@ -188,15 +198,15 @@ func kafkaWorkflow(t *testing.T, ctx context.Context, listen string) int64 {
 	}
 	defer cluster.Close()
 	broker := cluster.ListenAddrs()[0]
-	if out, errs, code := clickagg(t, ctx, "kafka", "enable", "--brokers", broker); code != 0 || !strings.Contains(out, "consumes ad-events") {
+	if out, errs, code := clickaggRun(t, ctx, "kafka", "enable", "--brokers", broker); code != 0 || !strings.Contains(out, "consumes ad-events") {
 		t.Fatalf("kafka enable: %d %s %s", code, out, errs)
 	}
 	defer func() {
-		if _, errs, code := clickagg(t, ctx, "kafka", "disable"); code != 0 {
+		if _, errs, code := clickaggRun(t, ctx, "kafka", "disable"); code != 0 {
 			t.Errorf("kafka disable: %s", errs)
 		}
 	}()
-	out, errs, code := clickagg(t, ctx, "generate", "--kafka", broker, "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
+	out, errs, code := clickaggRun(t, ctx, "generate", "--kafka", broker, "--rate", "2000", "--duration", "1s", "--duplicate-share", "0")
 	var sent, acked int64
 	if _, err := fmt.Sscanf(out, "kafka: %d sent, %d acknowledged, 0 failed", &sent, &acked); code != 0 || err != nil || acked == 0 || acked != sent {
 		t.Fatalf("generate --kafka: %d %q %s %v", code, out, errs, err)
@@ -222,10 +232,10 @@ func kafkaWorkflow(t *testing.T, ctx context.Context, listen string) int64 {
 	if !status.Kafka.Enabled || status.Kafka.Drain.Accepted != acked || status.Kafka.Lag == nil || status.Kafka.Lag.Total != 0 {
 		t.Fatalf("kafka status %+v, want %d accepted and no lag", status.Kafka, acked)
 	}
-	if out, _, code := clickagg(t, ctx, "kafka", "status"); code != 0 || !strings.Contains(out, `"enabled": true`) {
+	if out, _, code := clickaggRun(t, ctx, "kafka", "status"); code != 0 || !strings.Contains(out, `"enabled": true`) {
 		t.Errorf("kafka status: %s", out)
 	}
-	if out, errs, code := clickagg(t, ctx, "kafka", "verify", "--fix"); code != 0 || !strings.Contains(out, fmt.Sprintf(": %d messages, 0 missing", acked)) {
+	if out, errs, code := clickaggRun(t, ctx, "kafka", "verify", "--fix"); code != 0 || !strings.Contains(out, fmt.Sprintf(": %d messages, 0 missing", acked)) {
 		t.Errorf("kafka verify: %d %s %s", code, out, errs)
 	}
 	return acked
@@ -233,18 +243,18 @@ func kafkaWorkflow(t *testing.T, ctx context.Context, listen string) int64 {
 
 func TestHelpAndUsage(t *testing.T) {
 	ctx := context.Background()
-	if out, _, code := clickagg(t, ctx, "--help"); code != 0 || !strings.Contains(out, "services") {
+	if out, _, code := clickaggRun(t, ctx, "--help"); code != 0 || !strings.Contains(out, "services") {
 		t.Errorf("--help: %d %s", code, out)
 	}
 	for _, cmd := range []string{"serve", "migrate", "generate", "services"} {
-		if _, errs, code := clickagg(t, ctx, cmd, "--help"); code != 0 || !strings.Contains(errs, "CLICKAGG_") {
+		if _, errs, code := clickaggRun(t, ctx, cmd, "--help"); code != 0 || !strings.Contains(errs, "CLICKAGG_") {
 			t.Errorf("%s --help: %d %s", cmd, code, errs)
 		}
 	}
-	if _, _, code := clickagg(t, ctx, "nope"); code != 2 {
+	if _, _, code := clickaggRun(t, ctx, "nope"); code != 2 {
 		t.Errorf("unknown command exit %d", code)
 	}
-	if _, _, code := clickagg(t, ctx, "services", "sideways"); code != 2 {
+	if _, _, code := clickaggRun(t, ctx, "services", "sideways"); code != 2 {
 		t.Errorf("unknown subcommand exit %d", code)
 	}
 }

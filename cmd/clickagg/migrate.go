@@ -11,61 +11,60 @@ import (
 	"github.com/clickagg/clickagg/schema"
 )
 
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("migrate", "up | down [N] | version | force V", stderr)
+func setupMigrate(f *flags) func(ctx context.Context, stdout, stderr io.Writer) error {
 	var o chclient.Options
+	f.root = &o
 	f.clickhouse(&o)
 	var yes bool
-	f.BoolVar(&yes, "yes", false, "confirm 'down' without N, which drops every clickagg table and its data")
-	if err := f.parse(args, 2); err != nil {
-		return err
-	}
-	if len(f.pos) == 0 {
-		f.Usage()
-		return errUsage
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	m, err := schema.NewMigrator(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	arg := f.arg(1)
-	switch f.arg(0) {
-	case "up":
-		err = m.Up()
-	case "down":
-		if arg != "" {
-			n, perr := strconv.Atoi(arg)
-			if perr != nil || n <= 0 {
-				return fmt.Errorf("down %q: want a positive number of steps", arg)
+	f.v(&yes, "yes", "", "confirm 'down' without N, which drops every clickagg table and its data")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if err := f.check(o.Validate()); err != nil {
+			return err
+		}
+		step := func(m *schema.Migrator) error { return nil } // version
+		arg := f.arg(1)
+		switch f.arg(0) {
+		case "up":
+			step = (*schema.Migrator).Up
+		case "down":
+			switch {
+			case arg != "":
+				n, err := strconv.Atoi(arg)
+				if err != nil || n <= 0 {
+					return usagef("down %q: want a positive number of steps", arg)
+				}
+				step = func(m *schema.Migrator) error { return m.Steps(-n) }
+			case !yes:
+				return usagef("down reverts every migration and drops all data in %s; pass --yes, or a number of steps", o.Database)
+			default:
+				step = (*schema.Migrator).Down
 			}
-			err = m.Steps(-n)
-		} else if !yes {
-			return fmt.Errorf("down reverts every migration and drops all data in %s; pass --yes, or a number of steps", o.Database)
-		} else {
-			err = m.Down()
+		case "version":
+		case "force":
+			v, err := strconv.Atoi(arg)
+			if err != nil {
+				return usagef("force %q: want a version number", arg)
+			}
+			step = func(m *schema.Migrator) error { return m.Force(v) }
+		default:
+			return usagef("want up, down [N], version or force V, not %q", f.arg(0))
 		}
-	case "version":
-	case "force":
-		v, perr := strconv.Atoi(arg)
-		if perr != nil {
-			return fmt.Errorf("force %q: want a version number", arg)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		m, err := schema.NewMigrator(ctx, o)
+		if err != nil {
+			return err
 		}
-		err = m.Force(v)
-	default:
-		f.Usage()
-		return errUsage
+		defer m.Close()
+		if err := step(m); err != nil {
+			return err
+		}
+		v, dirty, err := m.Version()
+		if err != nil {
+			return err
+		}
+		latest, _ := schema.Latest()
+		fmt.Fprintf(stdout, "version=%d latest=%d dirty=%v database=%s\n", v, latest, dirty, o.Database)
+		return nil
 	}
-	if err != nil {
-		return err
-	}
-	v, dirty, err := m.Version()
-	if err != nil {
-		return err
-	}
-	latest, _ := schema.Latest()
-	fmt.Fprintf(stdout, "version=%d latest=%d dirty=%v database=%s\n", v, latest, dirty, o.Database)
-	return nil
 }

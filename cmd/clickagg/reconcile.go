@@ -21,26 +21,25 @@ type rangeCommand struct {
 	json     bool
 }
 
-func newRangeCommand(name, synopsis string, stderr io.Writer) *rangeCommand {
-	c := &rangeCommand{f: newFlags(name, synopsis, stderr)}
-	c.f.clickhouse(&c.ch)
-	c.f.StringVar(&c.from, "from", "", "start of the range, RFC 3339 on a whole minute, e.g. 2026-11-22T10:00:00Z (inclusive)")
-	c.f.StringVar(&c.to, "to", "", "end of the range, RFC 3339 on a whole minute (exclusive)")
-	c.f.IntVar(&c.maxRows, "max-rows", 50, "differing rows shown per table")
-	c.f.BoolVar(&c.json, "json", false, "print the report as JSON")
+func newRangeCommand(f *flags) *rangeCommand {
+	c := &rangeCommand{f: f, maxRows: 50}
+	f.root = &c.ch
+	f.clickhouse(&c.ch)
+	f.v(&c.from, "from", "", "start of the range, RFC 3339 on a whole minute, e.g. 2026-11-22T10:00:00Z (inclusive)")
+	f.v(&c.to, "to", "", "end of the range, RFC 3339 on a whole minute (exclusive)")
+	f.v(&c.maxRows, "max-rows", "", "differing rows shown per table")
+	f.v(&c.json, "json", "", "print the report as JSON")
 	return c
 }
 
-// parse reads the flags and the range; a bad range is a usage error.
-func (c *rangeCommand) parse(args []string) (agg.Range, error) {
-	if err := c.f.parse(args, 0); err != nil {
+// rng checks the settings and the range; a bad range is a usage error.
+func (c *rangeCommand) rng() (agg.Range, error) {
+	if err := c.f.check(c.ch.Validate()); err != nil {
 		return agg.Range{}, err
 	}
 	rng, err := reconcile.ParseRange(c.from, c.to)
 	if err != nil {
-		fmt.Fprintf(c.f.Output(), "%v\n\n", err)
-		c.f.Usage()
-		return rng, errUsage
+		return rng, &usageError{err.Error()}
 	}
 	return rng, nil
 }
@@ -71,32 +70,36 @@ func (c *rangeCommand) run(ctx context.Context, stdout io.Writer, do func(*recon
 	return rep, perr
 }
 
-// runReconcile exits 1 while differences remain unfixed, so that cron can
-// alert on it.
-func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newRangeCommand("reconcile", "--from RFC3339 --to RFC3339 [--fix] [--json]", stderr)
+// setupReconcile: the command exits 1 while differences remain unfixed, so
+// that cron can alert on it.
+func setupReconcile(f *flags) func(ctx context.Context, stdout, stderr io.Writer) error {
+	c := newRangeCommand(f)
 	var fix bool
-	c.f.BoolVar(&fix, "fix", false, "write corrections for the differences found")
-	rng, err := c.parse(args)
-	if err != nil {
-		return err
+	f.v(&fix, "fix", "", "write corrections for the differences found")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		rng, err := c.rng()
+		if err != nil {
+			return err
+		}
+		rep, err := c.run(ctx, stdout, func(r *reconcile.Reconciler) (reconcile.Report, error) { return r.Run(ctx, rng, fix) })
+		if err != nil {
+			return err
+		}
+		if rep.Unfixed() {
+			return fmt.Errorf("%d differing rows left as they are (--fix corrects them)", rep.Differences())
+		}
+		return nil
 	}
-	rep, err := c.run(ctx, stdout, func(r *reconcile.Reconciler) (reconcile.Report, error) { return r.Run(ctx, rng, fix) })
-	if err != nil {
-		return err
-	}
-	if rep.Unfixed() {
-		return fmt.Errorf("%d differing rows left as they are (--fix corrects them)", rep.Differences())
-	}
-	return nil
 }
 
-func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newRangeCommand("replay", "--from RFC3339 --to RFC3339 [--json]", stderr)
-	rng, err := c.parse(args)
-	if err != nil {
+func setupReplay(f *flags) func(ctx context.Context, stdout, stderr io.Writer) error {
+	c := newRangeCommand(f)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		rng, err := c.rng()
+		if err != nil {
+			return err
+		}
+		_, err = c.run(ctx, stdout, func(r *reconcile.Reconciler) (reconcile.Report, error) { return r.Replay(ctx, rng) })
 		return err
 	}
-	_, err = c.run(ctx, stdout, func(r *reconcile.Reconciler) (reconcile.Report, error) { return r.Replay(ctx, rng) })
-	return err
 }

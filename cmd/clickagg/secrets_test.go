@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/server"
 )
 
 func TestEnvSecret(t *testing.T) {
@@ -85,18 +86,16 @@ func TestRedisTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 
-	f := newFlags("serve", "", &strings.Builder{})
+	f := newFlags("serve", "")
 	var rc redisConfig
-	rc.register(f)
+	var ro server.RedisOptions
+	rc.register(f, &ro)
 	t.Setenv("CLICKAGG_REDIS_PASSWORD", "pw")
 	if err := f.parse([]string{"--redis-addr", "127.0.0.1:" + strconv.Itoa(port), "--redis-tls",
 		"--redis-tls-ca", cert, "--redis-tls-cert", cert, "--redis-tls-key", key}, 0); err != nil {
 		t.Fatal(err)
 	}
-	o, err := rc.options()
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := ro.ClientOptions()
 	o.DialTimeout = 2 * time.Second
 	rdb := redis.NewClient(o)
 	defer rdb.Close()
@@ -121,8 +120,9 @@ func TestRedisTLS(t *testing.T) {
 		t.Error("plain TCP ping succeeded against a TLS-only port")
 	}
 	// A missing CA file is an error naming the flag's purpose, not a panic.
-	rc.tls.ca = filepath.Join(dir, "none.pem")
-	if _, err := rc.options(); err == nil || !strings.Contains(err.Error(), "tls ca") {
+	f = newFlags("serve", "")
+	rc.register(f, &ro)
+	if err := f.parse([]string{"--redis-tls", "--redis-tls-ca", filepath.Join(dir, "none.pem")}, 0); err == nil || !strings.Contains(err.Error(), "--redis-tls-ca [CLICKAGG_REDIS_TLS_CA]") {
 		t.Errorf("missing CA: %v", err)
 	}
 }

@@ -4,59 +4,37 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"math"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/clickagg/clickagg/queryapi"
 )
 
-// securityConfig is serve's access control: bearer tokens per side and the
-// request limits.
+// securityConfig is where serve's bearer tokens come from; the limits go
+// straight into queryapi.AuthOptions.
 type securityConfig struct {
 	ingestTokensFile, queryTokensFile string
-	ingestRate                        float64
-	ingestBurst, maxConcurrent        int
 }
 
-func (s *securityConfig) register(f *flags) {
-	f.str(&s.ingestTokensFile, "ingest-tokens-file", "CLICKAGG_INGEST_TOKENS_FILE", "", "file of the bearer tokens accepted on POST /v1/events, one a line, # comments; with CLICKAGG_INGEST_TOKENS (comma-separated, environment only); none: ingest is open")
-	f.str(&s.queryTokensFile, "query-tokens-file", "CLICKAGG_QUERY_TOKENS_FILE", "", "file of the bearer tokens accepted on the query, status and /metrics routes, like --ingest-tokens-file; with CLICKAGG_QUERY_TOKENS; none: queries are open")
-	floatFlag(f, &s.ingestRate, "ingest-rate", "CLICKAGG_INGEST_RATE", 0, "ingest requests per second per token (per client address while ingest is open); past it 429 with Retry-After (0: no limit)")
-	f.int(&s.ingestBurst, "ingest-burst", "CLICKAGG_INGEST_BURST", 0, "ingest requests a token may send at once above --ingest-rate (0: the rate, at least 1)")
-	f.int(&s.maxConcurrent, "max-concurrent", "CLICKAGG_MAX_CONCURRENT", 4096, "requests handled at once, health and docs excepted; past it 503 with Retry-After (0: no limit); bounds goroutines and memory when clients pile up")
+func (s *securityConfig) register(f *flags, a *queryapi.AuthOptions) {
+	f.v(&s.ingestTokensFile, "ingest-tokens-file", "CLICKAGG_INGEST_TOKENS_FILE", "file of the bearer tokens accepted on POST /v1/events, one a line, # comments; with CLICKAGG_INGEST_TOKENS (comma-separated, environment only); none: ingest is open")
+	f.v(&s.queryTokensFile, "query-tokens-file", "CLICKAGG_QUERY_TOKENS_FILE", "file of the bearer tokens accepted on the query, status and /metrics routes, like --ingest-tokens-file; with CLICKAGG_QUERY_TOKENS; none: queries are open")
+	f.v(&a.IngestRate, "ingest-rate", "CLICKAGG_INGEST_RATE", "ingest requests per second per token (per client address while ingest is open); past it 429 with Retry-After (0: no limit)")
+	f.v(&a.IngestBurst, "ingest-burst", "CLICKAGG_INGEST_BURST", "ingest requests a token may send at once above --ingest-rate (0: the rate, at least 1)")
+	f.v(&a.MaxConcurrent, "max-concurrent", "CLICKAGG_MAX_CONCURRENT", "requests handled at once, health and docs excepted; past it 503 with Retry-After (0: no limit); bounds goroutines and memory when clients pile up")
 }
 
-// floatFlag is flags.int for a float64.
-func floatFlag(f *flags, p *float64, name, env string, def float64, usage string) {
-	if v, err := strconv.ParseFloat(os.Getenv(env), 64); err == nil {
-		def = v
-	}
-	f.Float64Var(p, name, def, usage+" ["+env+"]")
-}
-
-// apply loads the tokens into a, keeping its Hooks.
-func (s *securityConfig) apply(a *queryapi.AuthOptions) error {
-	if math.IsNaN(s.ingestRate) || math.IsInf(s.ingestRate, 0) || s.ingestRate < 0 {
-		return fmt.Errorf("ingest rate %v: want a number of requests per second, 0 for no limit", s.ingestRate)
-	}
-	if s.ingestBurst < 0 {
-		return fmt.Errorf("ingest burst %d: want 0 or more", s.ingestBurst)
-	}
-	if s.maxConcurrent < 0 {
-		return fmt.Errorf("max concurrent %d: want 0 or more", s.maxConcurrent)
-	}
+// load reads the tokens into a.
+func (s *securityConfig) load(a *queryapi.AuthOptions) error {
 	ingest, err := loadTokens("CLICKAGG_INGEST_TOKENS", s.ingestTokensFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("ingest tokens (--ingest-tokens-file [CLICKAGG_INGEST_TOKENS_FILE], CLICKAGG_INGEST_TOKENS): %w", err)
 	}
 	query, err := loadTokens("CLICKAGG_QUERY_TOKENS", s.queryTokensFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("query tokens (--query-tokens-file [CLICKAGG_QUERY_TOKENS_FILE], CLICKAGG_QUERY_TOKENS): %w", err)
 	}
 	a.IngestTokens, a.QueryTokens = ingest, query
-	a.IngestRate, a.IngestBurst, a.MaxConcurrent = s.ingestRate, s.ingestBurst, s.maxConcurrent
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -85,7 +86,7 @@ func TestClickHouseTLSAndPassword(t *testing.T) {
 	testenv.Must(t, err)
 	t.Cleanup(func() { ch.Kill() })
 
-	f := newFlags("serve", "", &strings.Builder{})
+	f := newFlags("serve", "")
 	var o chclient.Options
 	f.clickhouse(&o)
 	t.Setenv("CLICKAGG_CLICKHOUSE_PASSWORD", "s3cret pass")
@@ -98,7 +99,7 @@ func TestClickHouseTLSAndPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := migrateUp(ctx, o); err != nil {
+	if err := schema.MigrateUp(ctx, o); err != nil {
 		t.Fatalf("migrate over TLS: %v", err)
 	}
 	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: o.HTTP, Database: o.Database, User: o.User, Password: o.Password, TLS: o.TLS})

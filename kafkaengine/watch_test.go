@@ -1,8 +1,7 @@
-package main
+package kafkaengine_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 
 // TestKafkaWatchdog: a Kafka engine that has lag and commits nothing (here
 // its view is gone, so ClickHouse consumes nothing, as an idle 18.16
-// consumer looks from outside) is restarted by serve's monitor, and the
+// consumer looks from outside) is restarted by the Monitor (serve runs one), and the
 // messages then land.
 func TestKafkaWatchdog(t *testing.T) {
 	db := testenv.Migrated(t)
@@ -53,10 +52,10 @@ func TestKafkaWatchdog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m := &kafkaMonitor{conn: conn, every: 200 * time.Millisecond, stuck: 2 * time.Second, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	m := &kafkaengine.Monitor{Conn: conn, Every: 200 * time.Millisecond, Stuck: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 	mctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); m.run(mctx) }()
+	go func() { defer close(done); m.Run(mctx) }()
 	defer func() { stop(); <-done }()
 	for {
 		n := testenv.QueryString(t, db, "SELECT count() FROM kafka_inbox")
@@ -64,12 +63,12 @@ func TestKafkaWatchdog(t *testing.T) {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("kafka_inbox holds %s of 100 messages; restarts %d, state %+v", n, m.last().Restarts, m.last())
+			t.Fatalf("kafka_inbox holds %s of 100 messages; restarts %d, state %+v", n, m.Last().Restarts, m.Last())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if r := m.last().Restarts; r < 1 {
+	if r := m.Last().Restarts; r < 1 {
 		t.Errorf("restarts %d: the messages landed without the watchdog", r)
 	}
-	t.Logf("watchdog restarts: %d", m.last().Restarts)
+	t.Logf("watchdog restarts: %d", m.Last().Restarts)
 }
