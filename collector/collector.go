@@ -96,7 +96,7 @@ func (o Options) WithDefaults() Options {
 // MinInflightBytes is the least MaxInflightBytes that lets a lone request
 // of o's largest size meet its own limits (413) rather than 503.
 func (o Options) MinInflightBytes() int64 {
-	return int64(o.MaxBodyBytes) + int64(o.MaxDecodedBytes) + 2
+	return int64(o.MaxBodyBytes) + int64(o.MaxDecodedBytes)
 }
 
 // Validate checks a complete Options, such as one read from flags: sizes,
@@ -107,13 +107,28 @@ func (o Options) Validate() error {
 		clickagg.Positive("MaxBodyBytes", o.MaxBodyBytes),
 		clickagg.Positive("MaxDecodedBytes", o.MaxDecodedBytes),
 		clickagg.Positive("MaxEvents", o.MaxEvents),
-		clickagg.AtLeast("MaxInflightBytes", o.MaxInflightBytes, o.MinInflightBytes(), "MaxBodyBytes + MaxDecodedBytes, so that the largest request fits"),
+		o.inflightErr(),
 		clickagg.Positive("QueueTimeout", o.QueueTimeout),
 		clickagg.Positive("RetryAfter", o.RetryAfter),
 		clickagg.Positive("MaxErrors", o.MaxErrors),
 		clickagg.Positive("AllowedLateness", o.AllowedLateness),
 		clickagg.Positive("MaxFutureSkew", o.MaxFutureSkew),
 	)
+}
+
+// inflightErr refuses a MaxInflightBytes below MinInflightBytes, in MiB
+// when it is a whole number of them (the flag's unit).
+func (o Options) inflightErr() error {
+	lo := o.MinInflightBytes()
+	if o.MaxInflightBytes >= lo {
+		return nil
+	}
+	want := strconv.FormatInt(lo, 10) + " bytes"
+	if lo%(1<<20) == 0 {
+		want = strconv.FormatInt(lo>>20, 10) + " MiB"
+	}
+	return &clickagg.ConfigError{Field: "MaxInflightBytes", Value: o.MaxInflightBytes,
+		Want: want + " or more (MaxBodyBytes + MaxDecodedBytes, so that the largest request fits)"}
 }
 
 // Hooks observe the collector.
@@ -213,7 +228,9 @@ type work struct {
 // New returns a Collector committing through add.
 func New(add Adder, o Options) *Collector {
 	o = o.WithDefaults()
-	o.MaxInflightBytes = max(o.MaxInflightBytes, o.MinInflightBytes())
+	// Reads past a limit take one byte more to see it (readMetered), on
+	// each of the two bodies.
+	o.MaxInflightBytes = max(o.MaxInflightBytes, o.MinInflightBytes()+2)
 	c := &Collector{o: o, add: add, byField: make([]atomic.Int64, len(Fields)), inflight: semaphore.NewWeighted(o.MaxInflightBytes)}
 	c.state.New = func() any { return new(request) }
 	c.works.New = func() any { return new(work) }

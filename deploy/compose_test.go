@@ -7,6 +7,8 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,6 +26,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/clickagg/clickagg/services"
 )
 
 const composeFile = "docker-compose.yml"
@@ -820,5 +825,172 @@ func TestComposeMonitoring(t *testing.T) {
 		if !used[name] {
 			t.Errorf("dashboard does not show %s", name)
 		}
+	}
+}
+
+// TestComposeAnalyst checks the read-only analyst login on the modern
+// server: deploy/clickhouse/analyst.sh is mounted where the image's
+// entrypoint runs it, CLICKAGG_ANALYST_PASSWORD reaches the clickhouse
+// service, and the script, run against a stand-in clickhouse-client (no
+// Docker here), creates the user with the limits of services/analyst.go
+// (which the 18.16 tests check on a real server), keeps a generated
+// password and takes one from the environment.
+func TestComposeAnalyst(t *testing.T) {
+	root := repoRoot(t)
+	script := filepath.Join(root, "deploy", "clickhouse", "analyst.sh")
+	p := loadProject(t, nil)
+	ch := service(t, p, "clickhouse")
+	mounted := false
+	for _, v := range ch.Volumes {
+		if v.Source == script {
+			mounted = true
+			if !strings.HasPrefix(v.Target, "/docker-entrypoint-initdb.d/") || !strings.HasSuffix(v.Target, ".sh") || !v.ReadOnly {
+				t.Errorf("analyst.sh mounted at %s (read-only %v), want a read-only *.sh in /docker-entrypoint-initdb.d/", v.Target, v.ReadOnly)
+			}
+		}
+	}
+	if !mounted {
+		t.Error("clickhouse does not mount deploy/clickhouse/analyst.sh")
+	}
+	if v := envValue(t, ch, "CLICKAGG_ANALYST_PASSWORD"); v != "" {
+		t.Errorf("CLICKAGG_ANALYST_PASSWORD = %q by default, want empty (a generated password)", v)
+	}
+	p = loadProject(t, map[string]string{"CLICKAGG_ANALYST_PASSWORD": "s3cret"})
+	if v := envValue(t, service(t, p, "clickhouse"), "CLICKAGG_ANALYST_PASSWORD"); v != "s3cret" {
+		t.Errorf("CLICKAGG_ANALYST_PASSWORD = %q, want the override", v)
+	}
+
+	// The stand-in client records its arguments and the SQL it is given.
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stub := "#!/bin/sh\nprintf '%s\\n' \"$@\" >\"$STUB_OUT.args\"\ncat >\"$STUB_OUT.sql\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "clickhouse-client"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(dir, "analyst_password")
+	env := map[string]string{"CLICKHOUSE_DB": envValue(t, ch, "CLICKHOUSE_DB"), "CLICKHOUSE_USER": envValue(t, ch, "CLICKHOUSE_USER"), "CLICKHOUSE_PASSWORD": "admin pw"}
+	type run struct{ args, sql, password string }
+	// sourced runs the script the way the entrypoint does when it is not
+	// executable: sourced into a bash with set -eo pipefail.
+	runScript := func(t *testing.T, sourced bool, extra map[string]string) (run, error) {
+		t.Helper()
+		out := filepath.Join(dir, "out")
+		cmd := exec.Command("bash", script)
+		if sourced {
+			cmd = exec.Command("bash", "-c", `set -eo pipefail; shopt -s nullglob; . "$1"; echo sourced-ok`, "entrypoint", script)
+		}
+		cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "STUB_OUT=" + out, "CLICKAGG_ANALYST_PASSWORD_FILE=" + pwFile}
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		for k, v := range extra {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		msg, err := cmd.CombinedOutput()
+		if err != nil {
+			return run{}, fmt.Errorf("%v: %s", err, msg)
+		}
+		if sourced && !strings.Contains(string(msg), "sourced-ok") {
+			t.Errorf("sourcing analyst.sh ended the entrypoint: %s", msg)
+		}
+		var r run
+		for _, f := range []struct {
+			dst  *string
+			path string
+		}{{&r.args, out + ".args"}, {&r.sql, out + ".sql"}, {&r.password, pwFile}} {
+			b, err := os.ReadFile(f.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*f.dst = string(b)
+		}
+		r.password = strings.TrimSuffix(r.password, "\n")
+		if fi, err := os.Stat(pwFile); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", pwFile, err, fi)
+		}
+		return r, nil
+	}
+	hashOf := func(pw string) string {
+		sum := sha256.Sum256([]byte(pw))
+		return hex.EncodeToString(sum[:])
+	}
+
+	first, err := runScript(t, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(first.password) {
+		t.Errorf("generated password %q, want 128 random bits in hex", first.password)
+	}
+	if args := strings.Fields(first.args); !slices.Equal(args, []string{"--host", "127.0.0.1", "--user", "clickagg", "--password", "admin", "pw", "--multiquery"}) {
+		t.Errorf("client arguments %q", first.args)
+	}
+	sql := first.sql
+	for _, want := range []string{
+		"CREATE ROLE IF NOT EXISTS analyst_role;",
+		"GRANT SELECT ON clickagg.* TO analyst_role;",
+		"CREATE USER IF NOT EXISTS analyst IDENTIFIED WITH sha256_hash BY '" + hashOf(first.password) + "';",
+		"ALTER USER analyst IDENTIFIED WITH sha256_hash BY '" + hashOf(first.password) + "' HOST ANY DEFAULT DATABASE clickagg SETTINGS PROFILE 'analyst_profile';",
+		"GRANT analyst_role TO analyst;",
+		"ALTER USER analyst DEFAULT ROLE analyst_role;",
+	} {
+		if !strings.Contains(sql, want+"\n") {
+			t.Errorf("SQL lacks %s\n%s", want, sql)
+		}
+	}
+	if strings.Contains(sql, first.password) {
+		t.Error("the SQL holds the password in clear")
+	}
+
+	// The same limits as the local servers, in the same order.
+	settingsOf := func(list string) []services.Setting {
+		var out []services.Setting
+		for _, kv := range strings.Split(list, ", ") {
+			k, v, _ := strings.Cut(kv, " = ")
+			out = append(out, services.Setting{Name: k, Value: strings.Trim(v, "'")})
+		}
+		return out
+	}
+	m := regexp.MustCompile(`(?m)^ALTER SETTINGS PROFILE analyst_profile SETTINGS (.+);$`).FindStringSubmatch(sql)
+	if m == nil {
+		t.Fatalf("no ALTER SETTINGS PROFILE in\n%s", sql)
+	}
+	if got := settingsOf(m[1]); !slices.Equal(got, services.AnalystProfile) {
+		t.Errorf("profile settings %v\nwant (services.AnalystProfile) %v", got, services.AnalystProfile)
+	}
+	m = regexp.MustCompile(`(?m)^ALTER QUOTA analyst_quota KEYED BY user_name FOR INTERVAL (\d+) (second|minute|hour) MAX (.+) TO analyst;$`).FindStringSubmatch(sql)
+	if m == nil {
+		t.Fatalf("no ALTER QUOTA in\n%s", sql)
+	}
+	n, _ := strconv.Atoi(m[1])
+	if secs := n * map[string]int{"second": 1, "minute": 60, "hour": 3600}[m[2]]; secs != services.AnalystQuotaInterval {
+		t.Errorf("quota interval %s %s, want %d s", m[1], m[2], services.AnalystQuotaInterval)
+	}
+	if got := settingsOf(m[3]); !slices.Equal(got, services.AnalystQuota) {
+		t.Errorf("quota limits %v\nwant (services.AnalystQuota) %v", got, services.AnalystQuota)
+	}
+
+	// Run again, sourced this time: the kept password, the same SQL.
+	again, err := runScript(t, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.password != first.password || again.sql != first.sql {
+		t.Errorf("second run: password %q (was %q), SQL changed: %v", again.password, first.password, again.sql != first.sql)
+	}
+	// A password from the environment wins and is kept.
+	odd := `it's "odd" $HOME`
+	fromEnv, err := runScript(t, false, map[string]string{"CLICKAGG_ANALYST_PASSWORD": odd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromEnv.password != odd || !strings.Contains(fromEnv.sql, "BY '"+hashOf(odd)+"'") {
+		t.Errorf("with CLICKAGG_ANALYST_PASSWORD: kept %q, SQL\n%s", fromEnv.password, fromEnv.sql)
+	}
+	if _, err := runScript(t, false, map[string]string{"CLICKHOUSE_DB": "x; DROP"}); err == nil {
+		t.Error("a CLICKHOUSE_DB that is not an identifier was used")
 	}
 }

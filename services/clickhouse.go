@@ -22,22 +22,25 @@ type ClickHouse struct {
 	Dir      string // absolute
 	HTTPPort int
 	TCPPort  int
+	// Analyst is the read-only login (AnalystUser) of this server.
+	Analyst Analyst
 
 	*process
 }
 
 // StartClickHouse writes a config into dir, starts a server and waits until
 // it answers. Ports 0 pick free ports. The server dies with this process;
-// Up starts servers that outlive it.
+// Up starts servers that outlive it. Its analyst login has a random
+// password and may read every database.
 func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
-	c, err := startClickHouse(ctx, dir, httpPort, tcpPort, false)
+	c, err := startClickHouse(ctx, dir, httpPort, tcpPort, Analyst{Password: randomPassword()}, false)
 	if err != nil {
 		return nil, fmt.Errorf("start clickhouse: %w", err)
 	}
 	return c, nil
 }
 
-func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, detach bool) (*ClickHouse, error) {
+func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, analyst Analyst, detach bool) (*ClickHouse, error) {
 	bin, err := lookBinary("clickhouse-server")
 	if err != nil {
 		return nil, err
@@ -48,7 +51,7 @@ func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, det
 	}
 	var c *ClickHouse
 	err = onFreePorts([]int{httpPort, tcpPort}, func(ports []int) error {
-		c = &ClickHouse{Dir: dir, HTTPPort: ports[0], TCPPort: ports[1]}
+		c = &ClickHouse{Dir: dir, HTTPPort: ports[0], TCPPort: ports[1], Analyst: analyst}
 		if err := c.writeConfig(); err != nil {
 			return err
 		}
@@ -95,16 +98,15 @@ func (c *ClickHouse) writeConfig() error {
 			return fmt.Errorf("clickhouse dir: %w", err)
 		}
 	}
-	for name, tmpl := range map[string]*template.Template{"config.xml": configXML, "users.xml": usersXML} {
-		var b strings.Builder
-		if err := tmpl.Execute(&b, c); err != nil {
-			return fmt.Errorf("clickhouse %s: %w", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(c.Dir, name), []byte(b.String()), 0o644); err != nil {
-			return fmt.Errorf("clickhouse %s: %w", name, err)
-		}
+	var b strings.Builder
+	if err := configXML.Execute(&b, c); err != nil {
+		return fmt.Errorf("clickhouse config.xml: %w", err)
 	}
-	return nil
+	if err := os.WriteFile(c.configPath(), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("clickhouse config.xml: %w", err)
+	}
+	_, err := writeUsers(c.Dir, c.Analyst)
+	return err
 }
 
 var templateFuncs = template.FuncMap{"xml": func(s string) (string, error) {
@@ -155,7 +157,14 @@ var configXML = template.Must(template.New("config.xml").Funcs(templateFuncs).Pa
 // holding DEL) is skipped instead of blocking its partition. Sessions start
 // from the system profile's values, so the default profile sets the CSV
 // settings back for users.
-var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0"?>
+//
+// The analyst user (analyst.go) has a profile and a quota of its own;
+// 18.16 checks password_sha256_hex, and allow_databases leaves system
+// readable (system.tables and system.columns list only the allowed
+// databases' tables).
+var usersXML = template.Must(template.New("users.xml").Funcs(templateFuncs).Parse(`<?xml version="1.0"?>
+<!-- Written by clickagg (services/clickhouse.go); rewritten by every
+     "clickagg services up". -->
 <yandex>
   <profiles>
     <default>
@@ -172,6 +181,11 @@ var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0
       <format_csv_allow_double_quotes>0</format_csv_allow_double_quotes>
       <input_format_allow_errors_num>1000000000</input_format_allow_errors_num>
     </kafka_engine>
+    <analyst>
+{{- range .Profile}}
+      <{{.Name}}>{{xml .Value}}</{{.Name}}>
+{{- end}}
+    </analyst>
   </profiles>
   <users>
     <default>
@@ -180,6 +194,19 @@ var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0
       <profile>default</profile>
       <quota>default</quota>
     </default>
+    <analyst>
+      <password_sha256_hex>{{.PasswordSHA256}}</password_sha256_hex>
+      <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>
+      <profile>analyst</profile>
+      <quota>analyst</quota>
+{{- if .Databases}}
+      <allow_databases>
+{{- range .Databases}}
+        <database>{{xml .}}</database>
+{{- end}}
+      </allow_databases>
+{{- end}}
+    </analyst>
   </users>
   <quotas>
     <default>
@@ -189,6 +216,14 @@ var usersXML = template.Must(template.New("users.xml").Parse(`<?xml version="1.0
         <read_rows>0</read_rows><execution_time>0</execution_time>
       </interval>
     </default>
+    <analyst>
+      <interval>
+        <duration>{{.QuotaInterval}}</duration>
+{{- range .Quota}}
+        <{{.Name}}>{{xml .Value}}</{{.Name}}>
+{{- end}}
+      </interval>
+    </analyst>
   </quotas>
 </yandex>
 `))
@@ -220,6 +255,11 @@ func pingClickHouse(ctx context.Context, baseURL string) error {
 // (empty: the server's default) and returns the response body. It is for
 // setup and tests; the application has its own client.
 func Query(ctx context.Context, baseURL, database, query string) (string, error) {
+	return queryAs(ctx, baseURL, "", "", database, query)
+}
+
+// queryAs is Query as user (empty: the default user, without password).
+func queryAs(ctx context.Context, baseURL, user, password, database, query string) (string, error) {
 	u := baseURL + "/"
 	if database != "" {
 		u += "?database=" + url.QueryEscape(database)
@@ -227,6 +267,9 @@ func Query(ctx context.Context, baseURL, database, query string) (string, error)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(query))
 	if err != nil {
 		return "", fmt.Errorf("clickhouse query: %w", err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
 	}
 	req.Close = true // see pingClickHouse
 	resp, err := http.DefaultClient.Do(req)

@@ -44,6 +44,10 @@ type Options struct {
 	Log       io.Writer // progress messages; nil = discard
 	NoInstall bool      // do not apt-get install missing packages
 	Ports     Ports     // preferred ports; zero fields = defaults
+	// AnalystPassword is the password Up gives the analyst login; empty:
+	// $CLICKAGG_ANALYST_PASSWORD, else the one Up kept in Dir, else a new
+	// random one.
+	AnalystPassword string
 }
 
 // Ports are the ports Up prefers. A preferred port that something else
@@ -59,6 +63,8 @@ type Status struct {
 	ClickHouseHTTP   string // e.g. "http://127.0.0.1:18123"
 	ClickHouseNative string // e.g. "127.0.0.1:19000"
 	Database         string // "clickagg"
+	AnalystUser      string // "analyst"; empty if Up has not made one here yet
+	AnalystPassword  string // the analyst's password
 	RedisAddr        string // "127.0.0.1:16379"
 	ClickHousePID    int    // 0 when not running
 	RedisPID         int    // 0 when not running
@@ -73,6 +79,8 @@ func (s Status) Env() string {
 		{"CLICKAGG_CLICKHOUSE_HTTP", s.ClickHouseHTTP},
 		{"CLICKAGG_CLICKHOUSE_NATIVE", s.ClickHouseNative},
 		{"CLICKAGG_CLICKHOUSE_DATABASE", s.Database},
+		{"CLICKAGG_ANALYST_USER", s.AnalystUser},
+		{AnalystPasswordEnv, s.AnalystPassword},
 		{"CLICKAGG_REDIS_ADDR", s.RedisAddr},
 		{"CLICKAGG_CLICKHOUSE_UP", strconv.FormatBool(s.ClickHouseUp)},
 		{"CLICKAGG_REDIS_UP", strconv.FormatBool(s.RedisUp)},
@@ -143,7 +151,7 @@ func (l layout) writeState(st state) error {
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	if err := writeFileAtomic(l.state(), append(b, '\n')); err != nil {
+	if err := writeFileAtomic(l.state(), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil
@@ -164,15 +172,18 @@ func runningPID(pidFile, dir, marker string) int {
 }
 
 func writePID(path string, pid int) error {
-	if err := writeFileAtomic(path, []byte(strconv.Itoa(pid)+"\n")); err != nil {
+	if err := writeFileAtomic(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic replaces path with a file of data and mode perm, so that
+// no reader ever sees half of it.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	os.Remove(tmp) // WriteFile keeps the mode of a file left over
+	if err := os.WriteFile(tmp, data, perm); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
@@ -189,6 +200,10 @@ func Read(o Options) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	pw, err := l.readAnalystPassword()
+	if err != nil {
+		return Status{}, err
+	}
 	s := Status{
 		ClickHouseHTTP:   httpURL(st.ClickHouseHTTPPort),
 		ClickHouseNative: hostPort(st.ClickHouseNativePort),
@@ -196,6 +211,9 @@ func Read(o Options) (Status, error) {
 		RedisAddr:        hostPort(st.RedisPort),
 		ClickHousePID:    runningPID(l.clickHousePID(), l.clickHouseDir(), l.clickHouseMarker()),
 		RedisPID:         runningPID(l.redisPID(), l.redisDir(), redisMarker),
+	}
+	if pw != "" {
+		s.AnalystUser, s.AnalystPassword = AnalystUser, pw
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -207,6 +225,12 @@ func Read(o Options) (Status, error) {
 // Up installs what is missing, starts ClickHouse and Redis unless they run
 // already, waits until they answer and creates the clickagg database. The
 // servers outlive the calling process; Down stops them.
+//
+// Every Up also writes ClickHouse's users.xml, with the analyst login
+// (AnalystUser, reading only the clickagg database; see
+// Options.AnalystPassword), and waits until the server lets the analyst in:
+// a running server reloads the file, so a new password or new limits take
+// effect without a restart.
 func Up(ctx context.Context, o Options) (Status, error) {
 	l, err := o.layout()
 	if err != nil {
@@ -243,13 +267,25 @@ func Up(ctx context.Context, o Options) (Status, error) {
 	}
 	st.Database = Database
 
+	pw, err := l.analystPassword(o)
+	if err != nil {
+		return Status{}, err
+	}
+	analyst := Analyst{Password: pw, Databases: []string{Database}}
+	if err := os.MkdirAll(l.clickHouseDir(), 0o755); err != nil {
+		return Status{}, fmt.Errorf("clickhouse dir: %w", err)
+	}
+	if _, err := writeUsers(l.clickHouseDir(), analyst); err != nil {
+		return Status{}, err
+	}
+
 	err = ensure(ctx, logf, "clickhouse", l.clickHousePID(), l.clickHouseDir(), l.clickHouseMarker(),
 		func(ctx context.Context) error { return pingClickHouse(ctx, httpURL(st.ClickHouseHTTPPort)) },
 		func() (int, error) {
 			httpPort := choosePort(want.ClickHouseHTTP)
 			tcpPort := choosePort(want.ClickHouseNative, httpPort)
 			logf("starting clickhouse in %s", l.clickHouseDir())
-			c, err := startClickHouse(ctx, l.clickHouseDir(), httpPort, tcpPort, true)
+			c, err := startClickHouse(ctx, l.clickHouseDir(), httpPort, tcpPort, analyst, true)
 			if err != nil {
 				return 0, err
 			}
@@ -284,6 +320,10 @@ func Up(ctx context.Context, o Options) (Status, error) {
 
 	if _, err := Query(ctx, httpURL(st.ClickHouseHTTPPort), "", "CREATE DATABASE IF NOT EXISTS "+Database); err != nil {
 		return Status{}, fmt.Errorf("create database: %w", err)
+	}
+	ch := &ClickHouse{Dir: l.clickHouseDir()}
+	if err := waitAnalyst(ctx, httpURL(st.ClickHouseHTTPPort), analyst, 30*time.Second, ch.failure); err != nil {
+		return Status{}, err
 	}
 	s, err := Read(o)
 	if err != nil {

@@ -246,18 +246,20 @@ func TestStatusEnv(t *testing.T) {
 		Database:         `it's "odd" $HOME`,
 		RedisAddr:        "127.0.0.1:16379",
 		ClickHouseUp:     true,
+		AnalystUser:      "analyst",
+		AnalystPassword:  `p'w "x"`,
 	}
 	env := s.Env()
 	if !strings.Contains(env, "CLICKAGG_REDIS_ADDR=127.0.0.1:16379\n") {
 		t.Errorf("plain values should stay unquoted:\n%s", env)
 	}
-	cmd := exec.Command("sh", "-c", `eval "$X"; printf '%s|' "$CLICKAGG_CLICKHOUSE_HTTP" "$CLICKAGG_CLICKHOUSE_NATIVE" "$CLICKAGG_CLICKHOUSE_DATABASE" "$CLICKAGG_REDIS_ADDR" "$CLICKAGG_CLICKHOUSE_UP" "$CLICKAGG_REDIS_UP"`)
+	cmd := exec.Command("sh", "-c", `eval "$X"; printf '%s|' "$CLICKAGG_CLICKHOUSE_HTTP" "$CLICKAGG_CLICKHOUSE_NATIVE" "$CLICKAGG_CLICKHOUSE_DATABASE" "$CLICKAGG_REDIS_ADDR" "$CLICKAGG_CLICKHOUSE_UP" "$CLICKAGG_REDIS_UP" "$CLICKAGG_ANALYST_USER" "$CLICKAGG_ANALYST_PASSWORD"`)
 	cmd.Env = append(os.Environ(), "X="+env)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `http://127.0.0.1:18123|127.0.0.1:19000|it's "odd" $HOME|127.0.0.1:16379|true|false|`
+	want := `http://127.0.0.1:18123|127.0.0.1:19000|it's "odd" $HOME|127.0.0.1:16379|true|false|analyst|p'w "x"|`
 	if string(out) != want {
 		t.Errorf("eval gave %s\nwant       %s\nfrom:\n%s", out, want, env)
 	}

@@ -118,7 +118,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"serve", "--inflight", "-1"}, []string{"--inflight [CLICKAGG_INFLIGHT] -1", "want from 1 to 64"}},
 		{[]string{"serve", "--max-buffered-rows", "-1"}, []string{"--max-buffered-rows [CLICKAGG_MAX_BUFFERED_ROWS] -1", "want 65536 or more"}},
 		{[]string{"serve", "--batch-rows", "0"}, []string{"--batch-rows [CLICKAGG_BATCH_ROWS] 0", "want more than 0"}},
-		{[]string{"serve", "--max-inflight-mib", "1"}, []string{"--max-inflight-mib [CLICKAGG_MAX_INFLIGHT_MIB] 1", "so that the largest request fits"}},
+		{[]string{"serve", "--max-inflight-mib", "1"}, []string{"--max-inflight-mib [CLICKAGG_MAX_INFLIGHT_MIB] 1", "want 48 MiB or more"}},
 		{[]string{"serve", "--dedup-horizon", "0s"}, []string{"--dedup-horizon [CLICKAGG_DEDUP_HORIZON] 0s", "want more than 0"}},
 		{[]string{"generate", "--rate", "0"}, []string{"--rate [CLICKAGG_GENERATE_RATE] 0", "negative for as fast as accepted"}},
 		{[]string{"generate", "--batch", "-5"}, []string{"--batch [CLICKAGG_GENERATE_BATCH] -5"}},

@@ -38,6 +38,9 @@ type ClickHouseDB struct {
 	NativeAddr string               // e.g. "127.0.0.1:41235"
 	Database   string               // "test_<random hex>"
 	Server     *services.ClickHouse // nil for an external server
+	// The server's read-only login for SQL analysts (services.AnalystUser),
+	// which may read every database; both empty for an external server.
+	AnalystUser, AnalystPassword string
 }
 
 // The ClickHouse server shared by the tests of one test binary.
@@ -92,7 +95,7 @@ func ClickHouse(t testing.TB) ClickHouseDB {
 		}
 		shared.once.Do(startShared)
 		Must(t, shared.err)
-		db = ClickHouseDB{HTTPURL: shared.ch.HTTPURL(), NativeAddr: shared.ch.NativeAddr(), Server: shared.ch}
+		db = serverDB(shared.ch)
 	}
 	createDatabase(t, &db)
 	t.Cleanup(func() {
@@ -129,9 +132,16 @@ func OwnClickHouse(t testing.TB) ClickHouseDB {
 			t.Errorf("stop clickhouse: %v", err)
 		}
 	})
-	db := ClickHouseDB{HTTPURL: ch.HTTPURL(), NativeAddr: ch.NativeAddr(), Server: ch}
+	db := serverDB(ch)
 	createDatabase(t, &db)
 	return db
+}
+
+func serverDB(ch *services.ClickHouse) ClickHouseDB {
+	return ClickHouseDB{
+		HTTPURL: ch.HTTPURL(), NativeAddr: ch.NativeAddr(), Server: ch,
+		AnalystUser: services.AnalystUser, AnalystPassword: ch.Analyst.Password,
+	}
 }
 
 // Redis starts a redis-server for this test alone, stopped at cleanup.
@@ -192,6 +202,19 @@ func randomHex() string {
 // Options are the chclient settings of db.
 func (db ClickHouseDB) Options() chclient.Options {
 	return chclient.Options{HTTP: db.HTTPURL, Native: db.NativeAddr, Database: db.Database}
+}
+
+// AnalystOptions are the chclient settings of db for the analyst login. It
+// skips t for an external server, whose analyst password testenv does not
+// know.
+func (db ClickHouseDB) AnalystOptions(t testing.TB) chclient.Options {
+	t.Helper()
+	if db.AnalystPassword == "" {
+		t.Skip("external ClickHouse server: no analyst login known")
+	}
+	o := db.Options()
+	o.User, o.Password = db.AnalystUser, db.AnalystPassword
+	return o
 }
 
 // Migrated returns a fresh database with the embedded schema applied.

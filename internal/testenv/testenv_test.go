@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/services"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -58,10 +60,29 @@ func TestExternalClickHouse(t *testing.T) {
 	t.Setenv("CLICKAGG_TEST_CLICKHOUSE_HTTP", shared.HTTPURL+"/")
 	t.Setenv("CLICKAGG_TEST_CLICKHOUSE_NATIVE", shared.NativeAddr)
 	db := testenv.ClickHouse(t)
-	if db.Server != nil || db.HTTPURL != shared.HTTPURL || db.Database == shared.Database {
+	if db.Server != nil || db.HTTPURL != shared.HTTPURL || db.Database == shared.Database || db.AnalystPassword != "" {
 		t.Errorf("external: %+v", db)
 	}
 	testenv.Exec(t, db, "CREATE TABLE t (n UInt8) ENGINE = Memory")
+}
+
+func TestAnalystLogin(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	if db.AnalystUser != services.AnalystUser || db.AnalystPassword == "" || db.AnalystPassword != db.Server.Analyst.Password {
+		t.Fatalf("analyst login %q %q", db.AnalystUser, db.AnalystPassword)
+	}
+	testenv.Exec(t, db, "CREATE TABLE t (n UInt8) ENGINE = Memory")
+	testenv.Exec(t, db, "INSERT INTO t VALUES (3)")
+	conn, err := chclient.Open(db.AnalystOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n uint64
+	var readonly string
+	if err := conn.QueryRow(t.Context(), "SELECT sum(n), (SELECT value FROM system.settings WHERE name = 'readonly') FROM t").Scan(&n, &readonly); err != nil || n != 3 || readonly != "1" {
+		t.Errorf("as analyst: sum %d, readonly %q, %v", n, readonly, err)
+	}
 }
 
 func TestOwnClickHouseSurvivesKill(t *testing.T) {
