@@ -104,13 +104,13 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
-// Validate checks a complete Options: a positive horizon of at least one
-// second per bucket, positive counts.
+// Validate checks a complete Options: a positive horizon of at least a
+// millisecond per bucket, positive counts.
 func (o Options) Validate() error {
 	return clickagg.FirstError(
 		clickagg.Positive("Horizon", o.Horizon),
 		clickagg.Between("Buckets", o.Buckets, 1, 1024),
-		clickagg.AtLeast("Horizon", o.Horizon, time.Duration(o.Buckets)*time.Second, "a second per bucket"),
+		clickagg.AtLeast("Horizon", o.Horizon, time.Duration(o.Buckets)*time.Millisecond, "a millisecond per bucket"),
 		clickagg.Positive("MaxEntries", o.MaxEntries),
 	)
 }

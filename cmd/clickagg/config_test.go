@@ -102,6 +102,20 @@ func TestEnvErrors(t *testing.T) {
 	if checked < 50 {
 		t.Errorf("only %d variables checked", checked)
 	}
+	// Variables without a flag (secrets): those a value can be wrong for.
+	for env, bad := range map[string]string{
+		"CLICKAGG_INGEST_TOKENS":            "ok-1, two words",
+		"CLICKAGG_QUERY_TOKENS":             " , ",
+		"CLICKAGG_CLICKHOUSE_PASSWORD_FILE": "/nonexistent/password",
+		"CLICKAGG_REDIS_PASSWORD_FILE":      "/nonexistent/password",
+	} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, bad)
+			if _, errs, code := clickaggRun(t, context.Background(), "serve", "--listen", "127.0.0.1:1"); code != 2 || !strings.Contains(errs, env) {
+				t.Errorf("%s=%q: exit %d, stderr %q; want 2 naming it", env, bad, code, errs)
+			}
+		})
+	}
 }
 
 // TestFlagErrors: a bad value on the command line is exit 2 naming the
