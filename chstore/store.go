@@ -238,9 +238,9 @@ func (s *Store) Series(ctx context.Context, q clickagg.SeriesQuery) (*clickagg.S
 // TopAds implements clickagg.MetricsService. Ads whose metric is zero are
 // not ranked. Exact mode ranks every ad of the cube. Approx mode ranks only
 // the candidates named by the per-minute topK sketches of top_ads_minute
-// (each minute's top 1000 ads; 10 on 18.16 once parts merge), by their
-// exact sums: it equals exact whenever every true top-n ad is among some
-// minute's sketch.
+// (each minute's top n ads of its sketch of 1000, fewer over long ranges:
+// perMinute; 10 on 18.16 once parts merge), by their exact sums: it equals
+// exact whenever every true top-n ad is among some minute's candidates.
 func (s *Store) TopAds(ctx context.Context, q clickagg.TopQuery) (*clickagg.TopResult, error) {
 	alias, ok := metricAlias[q.Metric]
 	if !ok {
@@ -298,8 +298,21 @@ func candidates(q clickagg.TopQuery) (string, []any, error) {
 		return "", nil, &clickagg.ParamError{Param: "n", Message: fmt.Sprintf("approx ranks at most %d ads", TopKCapacity)}
 	}
 	cond, args := where(q.Range, clickagg.Filter{}, false)
-	sub := "SELECT DISTINCT arrayJoin(finalizeAggregation(top_ads)) FROM top_ads_minute WHERE " + cond + " AND type = ?"
-	return sub, append(args, typ), nil
+	sub := "SELECT DISTINCT arrayJoin(arraySlice(finalizeAggregation(top_ads), 1, ?)) AS candidate FROM top_ads_minute WHERE " + cond + " AND type = ?"
+	return sub, append(append([]any{perMinute(q)}, args...), typ), nil
+}
+
+// candidateBudget bounds the candidate ads approx mode unions before
+// DISTINCT: modern servers keep all 1000 ads of every sketch, and a week of
+// them is ten million strings, past the query timeout.
+const candidateBudget = 2_000_000
+
+// perMinute is how many of each minute's sketch approx mode takes: n, or
+// fewer when the range has more minutes than candidateBudget/n (never
+// fewer than 10, what 18.16's merged sketches keep anyway).
+func perMinute(q clickagg.TopQuery) int {
+	minutes := max(int(q.Range.To.Sub(q.Range.From)/time.Minute), 1)
+	return min(q.N, max(10, candidateBudget/minutes))
 }
 
 // Ping checks that ClickHouse answers.

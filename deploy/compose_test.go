@@ -27,6 +27,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -992,5 +993,167 @@ func TestComposeAnalyst(t *testing.T) {
 	}
 	if _, err := runScript(t, false, map[string]string{"CLICKHOUSE_DB": "x; DROP"}); err == nil {
 		t.Error("a CLICKHOUSE_DB that is not an identifier was used")
+	}
+}
+
+// clickaggNeeds are the addresses each clickagg command reaches, as
+// environment variables, with the service and port each must name.
+var clickaggNeeds = map[string]map[string]string{
+	"serve": {
+		"CLICKAGG_CLICKHOUSE_HTTP":   "clickhouse:8123",
+		"CLICKAGG_CLICKHOUSE_NATIVE": "clickhouse:9000",
+		"CLICKAGG_REDIS_ADDR":        "redis:6379",
+		"CLICKAGG_KAFKA_BROKERS":     "kafka:9092",
+	},
+	"kafka": {
+		"CLICKAGG_CLICKHOUSE_HTTP":   "clickhouse:8123",
+		"CLICKAGG_CLICKHOUSE_NATIVE": "clickhouse:9000", // enable, status and verify use only this one
+		"CLICKAGG_KAFKA_BROKERS":     "kafka:9092",
+	},
+	"generate": {},
+}
+
+// hostPort is the host:port of an address or of a URL.
+func hostPort(v string) string {
+	if u, err := url.Parse(v); err == nil && strings.Contains(v, "://") {
+		return u.Host
+	}
+	return v
+}
+
+// TestComposeClickaggAddresses: every service that runs clickagg gets every
+// address its command needs, pointing at the compose services (not at
+// 127.0.0.1 inside its own container), with the credentials and database
+// the ClickHouse container creates; and the addresses on its command line
+// name services too.
+func TestComposeClickaggAddresses(t *testing.T) {
+	p := loadProject(t, nil, "demo")
+	ch := service(t, p, "clickhouse")
+	runs := 0
+	for _, s := range p.Services {
+		if s.Image != "clickagg:dev" {
+			continue
+		}
+		runs++
+		if len(s.Command) == 0 {
+			t.Errorf("%s: runs clickagg without a command", s.Name)
+			continue
+		}
+		needs, ok := clickaggNeeds[s.Command[0]]
+		if !ok {
+			t.Errorf("%s: command %q: add what it needs to clickaggNeeds", s.Name, s.Command)
+			continue
+		}
+		for key, want := range needs {
+			v := hostPort(envValue(t, s, key))
+			if v != want {
+				t.Errorf("%s: %s = %q, want %s", s.Name, key, v, want)
+			}
+		}
+		if _, ok := needs["CLICKAGG_CLICKHOUSE_NATIVE"]; ok {
+			for appKey, chKey := range map[string]string{
+				"CLICKAGG_CLICKHOUSE_DATABASE": "CLICKHOUSE_DB",
+				"CLICKAGG_CLICKHOUSE_USER":     "CLICKHOUSE_USER",
+				"CLICKAGG_CLICKHOUSE_PASSWORD": "CLICKHOUSE_PASSWORD",
+			} {
+				if a, c := envValue(t, s, appKey), envValue(t, ch, chKey); a != c {
+					t.Errorf("%s: %s = %q but clickhouse %s = %q", s.Name, appKey, a, chKey, c)
+				}
+			}
+		}
+		for i, arg := range s.Command {
+			if !slices.Contains([]string{"--target", "--kafka", "--brokers"}, arg) || i+1 == len(s.Command) {
+				continue
+			}
+			host, _, err := net.SplitHostPort(hostPort(s.Command[i+1]))
+			if _, known := p.Services[host]; err != nil || !known {
+				t.Errorf("%s: %s %s does not name a compose service", s.Name, arg, s.Command[i+1])
+			}
+		}
+	}
+	if runs < 4 {
+		t.Errorf("%d services run clickagg, want clickagg, kafka-enable and the two generators", runs)
+	}
+}
+
+// TestComposeClickHouseHealthcheck: ClickHouse is healthy only when what
+// clickagg needs answers at the service's address. The check is run here
+// against real servers (18.16, with this machine's own non-loopback address
+// for the service's name): one listening on 127.0.0.1 only, as the image's
+// first-boot server does, must fail it; one listening on every address must
+// pass.
+func TestComposeClickHouseHealthcheck(t *testing.T) {
+	p := loadProject(t, nil)
+	hc := service(t, p, "clickhouse").HealthCheck
+	if hc == nil || len(hc.Test) != 2 || hc.Test[0] != "CMD-SHELL" {
+		t.Fatalf("healthcheck %v: want one CMD-SHELL command", hc)
+	}
+	check := hc.Test[1]
+	for _, want := range []string{"clickhouse-client --host clickhouse ", `--user "$CLICKHOUSE_USER"`, `--password "$CLICKHOUSE_PASSWORD"`, `--database "$CLICKHOUSE_DB"`, "http://clickhouse:8123/ping"} {
+		if !strings.Contains(check, want) {
+			t.Errorf("healthcheck %q lacks %q", check, want)
+		}
+	}
+	for _, loopback := range []string{"127.0.0.1", "localhost", "::1"} {
+		if strings.Contains(check, loopback) {
+			t.Errorf("healthcheck %q probes %s, where the first-boot server listens", check, loopback)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	ip := ""
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP.String()
+			break
+		}
+	}
+	if ip == "" {
+		t.Skip("this machine has no non-loopback IPv4 address to stand for the service's name")
+	}
+	run := func(ch *services.ClickHouse) error {
+		cmd := strings.NewReplacer(
+			"--host clickhouse ", "--host "+ip+" --port "+strconv.Itoa(ch.TCPPort)+" ",
+			"http://clickhouse:8123", "http://"+net.JoinHostPort(ip, strconv.Itoa(ch.HTTPPort)),
+		).Replace(check)
+		c := exec.Command("sh", "-c", cmd)
+		c.Env = append(os.Environ(), "CLICKHOUSE_USER=default", "CLICKHOUSE_PASSWORD=", "CLICKHOUSE_DB=default")
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	start := func(t *testing.T, listenAll bool) *services.ClickHouse {
+		dir := t.TempDir()
+		if listenAll {
+			// Every address, and the default user from any of them, as in
+			// the image.
+			for name, xml := range map[string]string{
+				"config.d/listen.xml": `<yandex><listen_host replace="replace">0.0.0.0</listen_host></yandex>`,
+				"users.d/network.xml": `<yandex><users><default><networks replace="replace"><ip>::/0</ip></networks></default></users></yandex>`,
+			} {
+				if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(xml), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ch, err := services.StartClickHouse(context.Background(), dir, 0, 0)
+		testenv.Must(t, err)
+		t.Cleanup(func() { ch.Kill() })
+		return ch
+	}
+	if err := run(start(t, false)); err == nil {
+		t.Error("the healthcheck passed against a server listening on 127.0.0.1 only")
+	} else {
+		t.Logf("against 127.0.0.1 only: %v", err)
+	}
+	if err := run(start(t, true)); err != nil {
+		t.Errorf("the healthcheck failed against a server listening on every address: %v", err)
 	}
 }

@@ -4,11 +4,11 @@
 // key where they differ and, when asked, writes corrections. Replay
 // rebuilds a range of the aggregates from raw events.
 //
-// Everything is computed in ClickHouse: one query per table compares both
-// sides, one INSERT ... SELECT per table writes the corrections. Go only
-// reads the differing keys for the report. The truth side groups the
-// range's events by event_id, so its memory grows with the events in the
-// range: reconcile very large ranges a day at a time.
+// Everything is computed in ClickHouse, a UTC day at a time: one query per
+// table and day compares both sides, one INSERT ... SELECT per table and day
+// writes the corrections. Go only reads the differing keys for the report.
+// The truth side groups a day's events by event_id, so its memory grows
+// with the events of a day.
 //
 // Concurrent ingest: a block committed while a run reads the two sides can
 // be seen on one side and not the other, so one run may report (and with
@@ -96,35 +96,66 @@ func (r *Reconciler) Replay(ctx context.Context, rng clickagg.Range) (Report, er
 	return r.finish(rep, true, wrote, err, changed)
 }
 
-// compareAll compares every summing table, correcting each before the next
-// when fix is set. wrote says some correction was written.
+// compareAll compares every summing table, a UTC day at a time,
+// correcting each day of a table before the next when fix is set. wrote
+// says some correction was written.
+//
+// A day at a time because every table is partitioned by day (or month):
+// modern servers refuse an INSERT block over max_partitions_per_insert_block
+// partitions (100 by default) after writing part of it, so a correction of
+// a long range in one statement would fail half done. A day's correction
+// touches one partition and is whole or absent; a run that fails part way
+// is resumed by running again (the days done compare equal). The truth side
+// also holds one day's event ids at a time, not the range's.
 func (r *Reconciler) compareAll(ctx context.Context, rep *Report, fix bool) (wrote bool, err error) {
 	if err := checkRange(rep.Range); err != nil {
 		return false, err
 	}
-	for _, t := range tables {
-		from, to := rep.Range.From.UTC(), rep.Range.To.UTC()
+	reports := make([]TableReport, len(tables))
+	for i, t := range tables {
+		reports[i] = TableReport{Table: t.name, From: rep.Range.From.UTC(), To: rep.Range.To.UTC(), Keys: t.keyNames(), Diffs: []Diff{}}
 		if t.daily {
-			var ok bool
-			if from, to, ok = wholeDays(rep.Range); !ok {
-				rep.Tables = append(rep.Tables, TableReport{Table: t.name, Keys: t.keyNames(), Diffs: []Diff{},
-					Note: "skipped: no whole UTC day in the range"})
+			from, to, ok := wholeDays(rep.Range)
+			reports[i].From, reports[i].To = from, to
+			if !ok {
+				reports[i] = TableReport{Table: t.name, Keys: t.keyNames(), Diffs: []Diff{}, Note: "skipped: no whole UTC day in the range"}
+			}
+		}
+	}
+	defer func() { rep.Tables = append(rep.Tables, reports...) }()
+	for _, piece := range dayPieces(rep.Range) {
+		whole := piece.From.Equal(day(piece.From)) && piece.To.Equal(piece.From.AddDate(0, 0, 1))
+		for i, t := range tables {
+			if t.daily && !whole {
 				continue
 			}
-		}
-		tr, err := r.compare(ctx, t, from, to)
-		rep.Tables = append(rep.Tables, tr)
-		if err != nil {
-			return wrote, err
-		}
-		if fix && tr.Rows > 0 {
-			if err := r.correct(ctx, t, from, to); err != nil {
+			n, err := r.compare(ctx, t, piece.From, piece.To, &reports[i])
+			if err != nil {
 				return wrote, err
 			}
-			wrote = true
+			if fix && n > 0 {
+				if err := r.correct(ctx, t, piece.From, piece.To); err != nil {
+					return wrote, err
+				}
+				wrote = true
+			}
 		}
 	}
 	return wrote, nil
+}
+
+// dayPieces splits rng at UTC midnights.
+func dayPieces(rng clickagg.Range) []clickagg.Range {
+	var out []clickagg.Range
+	for from := rng.From.UTC(); from.Before(rng.To); {
+		to := day(from).AddDate(0, 0, 1)
+		if rng.To.Before(to) {
+			to = rng.To.UTC()
+		}
+		out = append(out, clickagg.Range{From: from, To: to})
+		from = to
+	}
+	return out
 }
 
 // finish stamps rep and tells OnFixed about the changed range when anything
@@ -141,14 +172,14 @@ func (r *Reconciler) finish(rep Report, fix, wrote bool, err error, changed clic
 	return rep, err
 }
 
-// compare reads the differing keys of t over [from, to).
-func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time) (TableReport, error) {
-	tr := TableReport{Table: t.name, From: from, To: to, Keys: t.keyNames(), Diffs: []Diff{}}
+// compare reads the differing keys of t over [from, to) into tr and
+// returns how many there are.
+func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, tr *TableReport) (n int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
 	defer cancel()
 	rows, err := r.conn.Query(ctx, t.reportSQL(), t.args(from, to)...)
 	if err != nil {
-		return tr, fmt.Errorf("compare %s: %w", t.name, err)
+		return 0, fmt.Errorf("compare %s: %w", t.name, err)
 	}
 	defer rows.Close()
 	var (
@@ -169,8 +200,9 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time) (
 		&agg.Impressions, &agg.Clicks, &agg.Conversions, &agg.SpendMicros)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return tr, fmt.Errorf("read %s differences: %w", t.name, err)
+			return n, fmt.Errorf("read %s differences: %w", t.name, err)
 		}
+		n++
 		tr.Rows++
 		if len(tr.Diffs) >= r.o.MaxRows {
 			continue // counted, not kept
@@ -189,9 +221,9 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time) (
 		tr.Diffs = append(tr.Diffs, d)
 	}
 	if err := rows.Err(); err != nil {
-		return tr, fmt.Errorf("read %s differences: %w", t.name, err)
+		return n, fmt.Errorf("read %s differences: %w", t.name, err)
 	}
-	return tr, nil
+	return n, nil
 }
 
 // correct writes the corrections of t over [from, to). It recomputes the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/schema"
 )
@@ -142,4 +143,18 @@ func stripQuoted(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// On 18.16 no view has a definer.
+func TestDefinersOn1816(t *testing.T) {
+	db := testenv.Migrated(t)
+	conn, err := chclient.OpenNative(context.Background(), db.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, err := schema.Definers(context.Background(), conn)
+	if err != nil || len(got) != 0 {
+		t.Errorf("definers %v, %v; want none", got, err)
+	}
 }

@@ -114,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.store = chstore.New(s.conn, chstore.Options{})
+	s.warnDefiners(ctx)
 	s.cache = cache.New(s.rdb, s.store, cfg.Cache)
 
 	// The dedup set is filled from ClickHouse before the collector takes
@@ -303,6 +304,20 @@ func (s *Server) generate(ctx context.Context) <-chan struct{} {
 		s.log.Info("generator done", "report", rep.String())
 	}()
 	return done
+}
+
+// warnDefiners says which views would stop ingest if their definer user
+// went: none unless the server records definers (schema/definer.go).
+func (s *Server) warnDefiners(ctx context.Context) {
+	views, err := schema.Definers(ctx, s.conn)
+	if err != nil {
+		s.log.Warn("could not read the views' definers", "err", err)
+		return
+	}
+	for view, user := range views {
+		s.log.Warn("materialized view runs as its definer: inserts into events fail if that user is dropped or renamed",
+			"view", view, "definer", user, "unpin", "ALTER TABLE "+view+" MODIFY SQL SECURITY NONE (needs the ALLOW SQL SECURITY NONE grant)")
+	}
 }
 
 // banner says where to go next, in one line.
