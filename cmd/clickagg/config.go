@@ -215,12 +215,32 @@ func (f *flags) check(err error) error {
 	return usagef("%s %s: want %s", where, f.fs.Lookup(name).Value.String(), ce.Want)
 }
 
-// usage prints the command's synopsis and flags.
+// usage prints the command's synopsis and flags, in the order they were
+// registered (related flags stay together).
 func (f *flags) usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: clickagg %s %s\n\nFlags (environment variable in brackets):\n", f.name, f.synopsis)
-	f.fs.SetOutput(w)
-	f.fs.PrintDefaults()
-	f.fs.SetOutput(io.Discard)
+	for _, name := range f.order {
+		fl := f.fs.Lookup(name)
+		v := fl.Value.(*value)
+		kind := ""
+		switch v.p.(type) {
+		case *string:
+			kind = " text"
+		case *int, *uint64:
+			kind = " int"
+		case *int64:
+			kind = " MiB"
+		case *float64:
+			kind = " number"
+		case *time.Duration:
+			kind = " duration"
+		}
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "0" {
+			def = " (default " + fl.DefValue + ")"
+		}
+		fmt.Fprintf(w, "  --%s%s\n    \t%s%s\n", name, kind, fl.Usage, def)
+	}
 }
 
 // arg is positional argument i, or "".
