@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -566,7 +567,7 @@ func TestUpAnalyst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != s {
+	if !reflect.DeepEqual(again, s) {
 		t.Errorf("second Up changed the status:\n%+v\n%+v", s, again)
 	}
 	if usersAfter, _ := os.ReadFile(filepath.Join(chDir, "users.xml")); string(usersAfter) != string(usersBefore) {

@@ -24,6 +24,8 @@ type ClickHouse struct {
 	TCPPort  int
 	// Analyst is the read-only login (AnalystUser) of this server.
 	Analyst Analyst
+	// Node is the server's place in a cluster; nil for a server alone.
+	Node *Node
 
 	*process
 }
@@ -41,38 +43,47 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 }
 
 func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, analyst Analyst, detach bool) (*ClickHouse, error) {
-	bin, err := lookBinary("clickhouse-server")
-	if err != nil {
-		return nil, err
-	}
-	dir, err = filepath.Abs(dir)
+	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
 	var c *ClickHouse
 	err = onFreePorts([]int{httpPort, tcpPort}, func(ports []int) error {
 		c = &ClickHouse{Dir: dir, HTTPPort: ports[0], TCPPort: ports[1], Analyst: analyst}
-		if err := c.writeConfig(); err != nil {
-			return err
-		}
-		c.process = &process{
-			name:    "clickhouse",
-			bin:     bin,
-			args:    []string{"--config-file=" + c.configPath()},
-			dir:     dir,
-			logPath: filepath.Join(dir, "log", "stdout.log"),
-			detach:  detach,
-			limit:   60 * time.Second,
-			grace:   clickHouseGrace,
-			ready:   c.ping,
-			failure: c.failure,
-		}
-		return c.process.Start(ctx)
+		return c.start(ctx, detach)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// start writes c's config and starts the server on c's ports.
+func (c *ClickHouse) start(ctx context.Context, detach bool) error {
+	bin, err := lookBinary("clickhouse-server")
+	if err != nil {
+		return err
+	}
+	if err := c.writeConfig(); err != nil {
+		return err
+	}
+	name := "clickhouse"
+	if c.Node != nil {
+		name += " " + c.Node.Name()
+	}
+	c.process = &process{
+		name:    name,
+		bin:     bin,
+		args:    []string{"--config-file=" + c.configPath()},
+		dir:     c.Dir,
+		logPath: filepath.Join(c.Dir, "log", "stdout.log"),
+		detach:  detach,
+		limit:   60 * time.Second,
+		grace:   clickHouseGrace,
+		ready:   c.ping,
+		failure: c.failure,
+	}
+	return c.process.Start(ctx)
 }
 
 // HTTPURL is the base URL of the HTTP interface, without a trailing slash.
@@ -143,6 +154,34 @@ var configXML = template.Must(template.New("config.xml").Funcs(templateFuncs).Pa
   <timezone>UTC</timezone>
   <!-- Kafka engine tables must see messages produced before they joined. -->
   <kafka><auto_offset_reset>earliest</auto_offset_reset></kafka>
+{{- with .Node}}
+  <!-- One node of the local cluster {{.Cluster}}: replicated tables and
+       ON CLUSTER DDL through ZooKeeper, the shards in remote_servers. -->
+  <interserver_http_port>{{.InterserverPort}}</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <zookeeper>
+    <node><host>127.0.0.1</host><port>{{.ZooKeeperPort}}</port></node>
+    <session_timeout_ms>{{.SessionTimeoutMs}}</session_timeout_ms>
+  </zookeeper>
+  <macros>
+    <cluster>{{.Cluster}}</cluster>
+    <shard>{{.ShardMacro}}</shard>
+    <replica>{{.Name}}</replica>
+  </macros>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+  <remote_servers>
+    <{{.Cluster}}>
+{{- range .Shards}}
+      <shard>
+        <internal_replication>true</internal_replication>
+{{- range .}}
+        <replica><host>127.0.0.1</host><port>{{.}}</port></replica>
+{{- end}}
+      </shard>
+{{- end}}
+    </{{.Cluster}}>
+  </remote_servers>
+{{- end}}
 </yandex>
 `))
 

@@ -10,18 +10,25 @@ import (
 	"strings"
 )
 
-// packages are the Debian packages that hold the binaries this package
-// runs; each package is named after its binary.
-const packages = "clickhouse-server clickhouse-client redis-server"
+// basePackages are the Debian packages that hold the binaries this package
+// runs for one server; each package is named after its binary.
+const basePackages = "clickhouse-server clickhouse-client redis-server"
+
+// zooKeeperPackage is what a cluster needs besides: ZooKeeper and its Java.
+const zooKeeperPackage = "zookeeper"
 
 // Install installs ClickHouse and Redis with apt-get unless their binaries
-// are there already. Not being root, it uses sudo -n, which fails instead of
-// asking for a password.
-func Install(ctx context.Context, log io.Writer) error {
+// are there already, and ZooKeeper too when cluster is set. Not being root,
+// it uses sudo -n, which fails instead of asking for a password.
+func Install(ctx context.Context, log io.Writer, cluster bool) error {
 	if log == nil {
 		log = io.Discard
 	}
-	missing := missingBinaries()
+	packages := basePackages
+	if cluster {
+		packages += " " + zooKeeperPackage
+	}
+	missing := missingBinaries(packages)
 	if len(missing) == 0 {
 		return nil
 	}
@@ -43,16 +50,26 @@ func Install(ctx context.Context, log io.Writer) error {
 				packages, strings.Join(args, " "), err)
 		}
 	}
-	if missing := missingBinaries(); len(missing) > 0 {
+	if missing := missingBinaries(packages); len(missing) > 0 {
 		return fmt.Errorf("install %s: still missing %s", packages, strings.Join(missing, ", "))
 	}
 	return nil
 }
 
-func missingBinaries() []string {
+// missingBinaries names the packages whose binary (ZooKeeper: its jar and
+// java) is not there.
+func missingBinaries(packages string) []string {
 	var missing []string
 	for _, name := range strings.Fields(packages) {
-		if _, err := lookBinary(name); err != nil {
+		var err error
+		if name == zooKeeperPackage {
+			if _, err = os.Stat(zooKeeperJar); err == nil {
+				_, err = lookBinary("java")
+			}
+		} else {
+			_, err = lookBinary(name)
+		}
+		if err != nil {
 			missing = append(missing, name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,7 +188,7 @@ func TestUpReadDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != s {
+	if !reflect.DeepEqual(again, s) {
 		t.Errorf("second Up changed the status:\n%+v\n%+v", s, again)
 	}
 
@@ -200,7 +201,7 @@ func TestUpReadDown(t *testing.T) {
 	}
 	want := s
 	want.ClickHousePID, want.RedisPID, want.ClickHouseUp, want.RedisUp = 0, 0, false, false
-	if down != want {
+	if !reflect.DeepEqual(down, want) {
 		t.Errorf("after Down: %+v, want %+v", down, want)
 	}
 	if processExists(s.ClickHousePID) || processExists(s.RedisPID) {
@@ -274,7 +275,7 @@ func TestInstallNothingMissing(t *testing.T) {
 		}
 	}
 	var log strings.Builder
-	if err := services.Install(t.Context(), &log); err != nil || log.Len() != 0 {
+	if err := services.Install(t.Context(), &log, true); err != nil || log.Len() != 0 {
 		t.Errorf("Install = %v, log %q; want nothing to do", err, log.String())
 	}
 }

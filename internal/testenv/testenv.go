@@ -67,6 +67,7 @@ func Main(m *testing.M) {
 	if shared.dir != "" {
 		os.RemoveAll(shared.dir)
 	}
+	stopCluster()
 	os.Exit(code)
 }
 
