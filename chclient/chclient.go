@@ -30,6 +30,10 @@ type Options struct {
 	Password    string        // never logged
 	DialTimeout time.Duration // default 5 s
 	TLS         *tls.Config   // nil: plain TCP; also used by https:// inserts
+	// Cluster names the ClickHouse cluster (remote_servers) the database
+	// lives on; empty: one server. DDL then runs ON CLUSTER, and the
+	// tables are replicated and distributed (schema.Render).
+	Cluster string
 }
 
 // Defaults of Options: a local server's default ports.
@@ -125,7 +129,11 @@ func EnsureDatabase(ctx context.Context, o Options) error {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(target)); err != nil {
+	ddl := "CREATE DATABASE IF NOT EXISTS " + QuoteIdent(target)
+	if o.Cluster != "" {
+		ddl += " ON CLUSTER " + QuoteIdent(o.Cluster)
+	}
+	if err := conn.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("create database %s: %w", target, err)
 	}
 	return nil

@@ -30,17 +30,23 @@ func init() {
 // Driver is a golang-migrate database.Driver over clickhouse-go/v2.
 type Driver struct {
 	conn   driver.Conn
+	target Target
 	owned  bool // Close closes conn
 	locked atomic.Bool
 }
 
-// WithConn returns a driver on an open connection (closed by Close) and
-// makes sure the migrations table exists.
-func WithConn(ctx context.Context, conn driver.Conn) (*Driver, error) {
-	d := &Driver{conn: conn, owned: true}
-	err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+MigrationsTable+
-		" (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence")
-	if err != nil {
+// WithConn returns a driver on an open connection (closed by Close) to
+// t.Database and makes sure the migrations table exists. On a cluster that
+// table is one replicated table on every node (one ZooKeeper path for all),
+// so that the cluster has one version record.
+func WithConn(ctx context.Context, conn driver.Conn, t Target) (*Driver, error) {
+	d := &Driver{conn: conn, target: t, owned: true}
+	ddl := "CREATE TABLE IF NOT EXISTS " + MigrationsTable + " (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence"
+	if t.Cluster != "" {
+		ddl = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s (version Int64, dirty UInt8, sequence UInt64) "+
+			"ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/%[1]s/%[2]s', '{replica}') ORDER BY sequence", t.Database, MigrationsTable, t.Cluster)
+	}
+	if err := conn.Exec(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("create %s: %w", MigrationsTable, err)
 	}
 	return d, nil
@@ -52,7 +58,7 @@ func (*Driver) Open(rawURL string) (database.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migration url: %w", err)
 	}
-	o := chclient.Options{Native: u.Host, Database: strings.TrimPrefix(u.Path, "/")}
+	o := chclient.Options{Native: u.Host, Database: strings.TrimPrefix(u.Path, "/"), Cluster: u.Query().Get("x-cluster")}
 	if u.User != nil {
 		o.User = u.User.Username()
 		o.Password, _ = u.User.Password()
@@ -66,7 +72,7 @@ func (*Driver) Open(rawURL string) (database.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := WithConn(ctx, conn)
+	d, err := WithConn(ctx, conn, Target{Cluster: o.Cluster, Database: o.WithDefaults().Database})
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -101,21 +107,27 @@ func (d *Driver) Unlock() error {
 }
 
 // Run implements database.Driver: one statement per migration file, since
-// ClickHouse refuses multi-statement requests.
+// ClickHouse refuses multi-statement requests, rendered for the target
+// (Render: on a cluster one statement may become two).
 func (d *Driver) Run(migration io.Reader) error {
 	b, err := io.ReadAll(migration)
 	if err != nil {
 		return fmt.Errorf("read migration: %w", err)
 	}
-	q := strings.TrimSpace(string(b))
-	q = strings.TrimSpace(strings.TrimSuffix(q, ";"))
-	if q == "" {
+	if strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(string(b)), ";")) == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
-	defer cancel()
-	if err := d.conn.Exec(ctx, q); err != nil {
-		return database.Error{OrigErr: err, Err: "migration failed", Query: b}
+	stmts, err := Render(string(b), d.target)
+	if err != nil {
+		return database.Error{OrigErr: err, Err: "migration not rendered", Query: b}
+	}
+	for _, q := range stmts {
+		ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+		err := d.conn.Exec(ctx, q)
+		cancel()
+		if err != nil {
+			return database.Error{OrigErr: err, Err: "migration failed", Query: []byte(q)}
+		}
 	}
 	return nil
 }
@@ -177,8 +189,12 @@ func (d *Driver) Drop() error {
 		names = append(names, n)
 	}
 	rows.Close()
+	on := ""
+	if d.target.Cluster != "" {
+		on = " ON CLUSTER " + d.target.Cluster
+	}
 	for _, n := range names {
-		if err := d.conn.Exec(ctx, "DROP TABLE IF EXISTS "+chclient.QuoteIdent(n)); err != nil {
+		if err := d.conn.Exec(ctx, "DROP TABLE IF EXISTS "+chclient.QuoteIdent(d.target.Database)+"."+chclient.QuoteIdent(n)+on); err != nil {
 			return fmt.Errorf("drop %s: %w", n, err)
 		}
 	}

@@ -39,7 +39,8 @@ func NewMigrator(ctx context.Context, o chclient.Options) (*Migrator, error) {
 	if err != nil {
 		return nil, err
 	}
-	drv, err := WithConn(ctx, conn)
+	o = o.WithDefaults()
+	drv, err := WithConn(ctx, conn, Target{Cluster: o.Cluster, Database: o.Database})
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,5 +157,134 @@ func TestDefinersOn1816(t *testing.T) {
 	got, err := schema.Definers(context.Background(), conn)
 	if err != nil || len(got) != 0 {
 		t.Errorf("definers %v, %v; want none", got, err)
+	}
+}
+
+// TestClusterDDL: the statements every migration becomes on a cluster, as
+// text (testdata/cluster_ddl.golden; -update rewrites it).
+func TestClusterDDL(t *testing.T) {
+	var b strings.Builder
+	for _, dir := range []string{"up", "down"} {
+		files, err := filepath.Glob(filepath.Join("migrations", "*."+dir+".sql"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			sql, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stmts, err := schema.Render(string(sql), schema.Target{Cluster: "clickagg", Database: "clickagg"})
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			fmt.Fprintf(&b, "-- %s\n%s;\n\n", filepath.Base(f), strings.Join(stmts, ";\n"))
+		}
+	}
+	golden := filepath.Join("testdata", "cluster_ddl.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("cluster DDL differs from %s (go test ./schema -update to accept):\n%s", golden, b.String())
+	}
+	// One server: every statement as written.
+	if got, err := schema.Render("DROP TABLE IF EXISTS events;", schema.Target{Database: "x"}); err != nil || len(got) != 1 || got[0] != "DROP TABLE IF EXISTS events" {
+		t.Errorf("one server: %q %v", got, err)
+	}
+	if _, err := schema.Render("ALTER TABLE events ADD COLUMN x UInt8", schema.Target{Cluster: "c", Database: "x"}); err == nil {
+		t.Error("an ALTER was rendered for a cluster without a rule for it")
+	}
+}
+
+// TestMigrationsOnCluster: the same migrations on a real 2 x 2 cluster:
+// every node gets the local replicated tables, the Distributed ones and the
+// views (testdata/schema_cluster.golden); an event inserted into a shard's
+// local table reaches its replica and the aggregates, read through the
+// Distributed tables from any node; the cluster has one version, and down
+// leaves nothing on any node.
+func TestMigrationsOnCluster(t *testing.T) {
+	db := testenv.Cluster(t)
+	nodes := db.Cluster.Nodes
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	o := chclient.Options{HTTP: nodes[0].HTTPURL(), Native: nodes[0].NativeAddr(), Database: db.Database, Cluster: db.Cluster.Name}
+	m, err := schema.NewMigrator(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	latest, _ := schema.Latest()
+	if err := m.Up(); err != nil {
+		t.Fatal("up: ", err)
+	}
+	got := describe(t, db.Node(nodes[0]))
+	for _, n := range nodes[1:] {
+		if other := describe(t, db.Node(n)); other != got {
+			t.Errorf("%s's schema differs from %s's:\n%s", n.Node.Name(), nodes[0].Node.Name(), other)
+		}
+	}
+	golden := filepath.Join("testdata", "schema_cluster.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want, err := os.ReadFile(golden); err != nil || got != string(want) {
+		t.Errorf("cluster schema differs from %s (go test ./schema -update to accept): %v\n%s", golden, err, got)
+	}
+
+	// One event on each shard, through its first replica's local table.
+	for i, s := range []int{1, 2} {
+		node := db.Cluster.Shard(s)[0]
+		testenv.Exec(t, db.Node(node), fmt.Sprintf("INSERT INTO events_local (event_id, type, ts, ad_id, country, ad_format, device, price_micros, received_at) "+
+			"SELECT 'e%d', 'click', toDateTime('2026-11-22 10:00:00', 'UTC'), 'ad-1', 'KR', 'banner', 'ios', 1000, now()", i))
+	}
+	for _, n := range nodes {
+		node := db.Node(n)
+		deadline := time.Now().Add(30 * time.Second)
+		for testenv.QueryString(t, node, "SELECT count() FROM events_local") != "1" || testenv.QueryString(t, node, "SELECT sum(clicks) FROM ad_stats_minute_local") != "1" {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the shard's event or its aggregate not there in 30 s", n.Node.Name())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got := testenv.QueryString(t, node, "SELECT count(), uniqExact(event_id) FROM events"); got != "2\t2" {
+			t.Errorf("%s: events through Distributed: %s, want both", n.Node.Name(), got)
+		}
+		if got := testenv.QueryString(t, node, "SELECT sum(clicks), sum(spend_micros) FROM ad_stats_minute"); got != "2\t2000" {
+			t.Errorf("%s: ad_stats_minute through Distributed: %s", n.Node.Name(), got)
+		}
+	}
+	// One version for the cluster, read on a node that did not migrate.
+	far := o
+	far.HTTP, far.Native = nodes[3].HTTPURL(), nodes[3].NativeAddr()
+	m2, err := schema.NewMigrator(ctx, far)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		v, dirty, err := m2.Version()
+		if err == nil && v == latest && !dirty {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("version on %s: %d %v %v, want %d", nodes[3].Node.Name(), v, dirty, err, latest)
+		}
+	}
+	if err := m.Down(); err != nil {
+		t.Fatal("down: ", err)
+	}
+	for _, n := range nodes {
+		if left := testenv.QueryString(t, db.Node(n), "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name != '"+schema.MigrationsTable+"'"); left != "0" {
+			t.Errorf("%s: %s tables left after down", n.Node.Name(), left)
+		}
 	}
 }

@@ -287,6 +287,10 @@ func (f *flags) clickhouse(o *chclient.Options) {
 	f.v(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", "ClickHouse native protocol host:port (schema and queries)")
 	f.v(&o.Database, "clickhouse-database", "CLICKAGG_CLICKHOUSE_DATABASE", "ClickHouse database")
 	f.v(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", "ClickHouse user (password: CLICKAGG_CLICKHOUSE_PASSWORD or CLICKAGG_CLICKHOUSE_PASSWORD_FILE)")
+	if f.local != nil {
+		o.Cluster = f.local.Cluster
+	}
+	f.v(&o.Cluster, "clickhouse-cluster", "CLICKAGG_CLICKHOUSE_CLUSTER", "the ClickHouse cluster (remote_servers) the database lives on; empty: one server (default: the local services' cluster, if they are one)")
 	t := new(tlsFlags)
 	t.register(f, "clickhouse", "CLICKAGG_CLICKHOUSE", "ClickHouse (the native port, e.g. 9440; inserts use TLS when --clickhouse-http is https://, with the same CA and certificate)")
 	f.after = append(f.after, func() (err error) {
@@ -297,6 +301,16 @@ func (f *flags) clickhouse(o *chclient.Options) {
 		o.TLS, err = t.config()
 		return err
 	})
+}
+
+// oneServer refuses a cluster for the commands that cannot run on one
+// yet: migrate renders the schema for a cluster; ingest by shard, answers
+// through the Distributed tables and per-shard reconciliation come next.
+func oneServer(command string, o chclient.Options) error {
+	if o.Cluster == "" {
+		return nil
+	}
+	return usagef("--clickhouse-cluster [CLICKAGG_CLICKHOUSE_CLUSTER] %s: %s does not run on a cluster yet (migrate does); point it at one server", o.Cluster, command)
 }
 
 // redisAddr registers the Redis address flag.

@@ -37,6 +37,9 @@ func setupKafka(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 		if err := f.check(c.ClickHouse.Validate()); err != nil {
 			return err
 		}
+		if err := oneServer("kafka", c.ClickHouse); err != nil {
+			return err
+		}
 		var start, end time.Time
 		switch f.arg(0) {
 		case "enable":

@@ -298,3 +298,44 @@ func checkPrometheus(t *testing.T, listen string, accepted int64) {
 		}
 	}
 }
+
+// TestClusterWorkflow: services up with shards and replicas, then migrate
+// finds the cluster with no flags and renders the schema on every node;
+// the commands that do not run on a cluster yet say so.
+func TestClusterWorkflow(t *testing.T) {
+	if _, err := exec.LookPath("clickhouse-server"); err != nil {
+		testenv.Must(t, err)
+	}
+	dir := t.TempDir()
+	t.Setenv("CLICKAGG_DATA_DIR", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, errs, code := clickaggRun(t, ctx, "services", "up", "--no-install", "--shards", "2", "--replicas", "2"); code != 0 {
+		t.Fatalf("services up: %d %s", code, errs)
+	}
+	t.Cleanup(func() { services.Down(context.Background(), services.Options{Dir: dir}) })
+	out, _, code := clickaggRun(t, ctx, "services", "status")
+	if code != 0 || !strings.Contains(out, "CLICKAGG_CLICKHOUSE_CLUSTER=clickagg\n") || !strings.Contains(out, "CLICKAGG_NODE_S2R2_UP=true\n") {
+		t.Fatalf("status: %s", out)
+	}
+	latest, _ := schema.Latest()
+	if out, errs, code := clickaggRun(t, ctx, "migrate", "up"); code != 0 || !strings.Contains(out, fmt.Sprintf("version=%d latest=%[1]d dirty=false", latest)) {
+		t.Fatalf("migrate up: %d %s %s", code, out, errs)
+	}
+	st, err := services.Read(services.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		got, err := services.Query(ctx, n.HTTP, st.Database, "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name IN ('events', 'events_local') ORDER BY name")
+		if err != nil || got != "Distributed\nReplicatedMergeTree\n" {
+			t.Errorf("%s: events tables %q %v", n.Name, got, err)
+		}
+	}
+	if _, errs, code := clickaggRun(t, ctx, "serve"); code != 2 || !strings.Contains(errs, "does not run on a cluster yet") {
+		t.Errorf("serve on a cluster: %d %s", code, errs)
+	}
+	if _, errs, code := clickaggRun(t, ctx, "migrate", "down", "--yes"); code != 0 {
+		t.Fatalf("migrate down: %s", errs)
+	}
+}

@@ -37,6 +37,9 @@ func (c *rangeCommand) rng() (agg.Range, error) {
 	if err := c.f.check(c.ch.Validate()); err != nil {
 		return agg.Range{}, err
 	}
+	if err := oneServer(c.f.name, c.ch); err != nil {
+		return agg.Range{}, err
+	}
 	rng, err := reconcile.ParseRange(c.from, c.to)
 	if err != nil {
 		return rng, &usageError{err.Error()}
