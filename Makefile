@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
+.PHONY: all build run run-cluster cluster-down services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
 
 all: build
 
@@ -33,6 +33,18 @@ migrate: services-up
 
 run: migrate
 	$(BIN) serve --listen $(LISTEN) --generate-rate $(RATE)
+
+# The same on a local cluster: ZooKeeper and 2 shards x 2 replicas of
+# ClickHouse 18.16 in ./.local/cluster (its own data directory, so it
+# lives beside make run's single server).
+CLUSTER_DIR ?= .local/cluster
+run-cluster: build
+	CLICKAGG_DATA_DIR=$(CLUSTER_DIR) $(BIN) services up --shards 2 --replicas 2
+	CLICKAGG_DATA_DIR=$(CLUSTER_DIR) $(BIN) migrate up
+	CLICKAGG_DATA_DIR=$(CLUSTER_DIR) $(BIN) serve --listen $(LISTEN) --generate-rate $(RATE)
+
+cluster-down: build
+	CLICKAGG_DATA_DIR=$(CLUSTER_DIR) $(BIN) services down
 
 # CLICKAGG_E2E=1: a test that cannot start its servers fails instead of skipping.
 # The fault tests run alone: their 60 s overload keeps both cores busy.

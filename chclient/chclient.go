@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -34,6 +35,36 @@ type Options struct {
 	// lives on; empty: one server. DDL then runs ON CLUSTER, and the
 	// tables are replicated and distributed (schema.Render).
 	Cluster string
+	// Shards are a cluster's HTTP interfaces, shard by shard in the order
+	// of remote_servers, each shard's replicas in order: where inserts go,
+	// into the local tables. HTTP is then the first one's.
+	Shards [][]string
+}
+
+// ParseShards reads shards as --clickhouse-shards takes them: shards
+// separated by spaces (or semicolons), a shard's replicas by commas.
+func ParseShards(s string) ([][]string, error) {
+	var out [][]string
+	for _, shard := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ';' }) {
+		var replicas []string
+		for _, u := range strings.Split(shard, ",") {
+			if err := CheckURL("Shards", u); err != nil {
+				return nil, err
+			}
+			replicas = append(replicas, u)
+		}
+		out = append(out, replicas)
+	}
+	return out, nil
+}
+
+// FormatShards writes shards as ParseShards reads them.
+func FormatShards(shards [][]string) string {
+	parts := make([]string, len(shards))
+	for i, r := range shards {
+		parts[i] = strings.Join(r, ",")
+	}
+	return strings.Join(parts, " ")
 }
 
 // Defaults of Options: a local server's default ports.
@@ -58,7 +89,20 @@ func (o Options) WithDefaults() Options {
 // Validate checks complete Options: an http(s) URL, a host:port, a
 // database name, a positive dial timeout.
 func (o Options) Validate() error {
+	var shards error
+	for _, shard := range o.Shards {
+		if len(shard) == 0 {
+			shards = &clickagg.ConfigError{Field: "Shards", Value: `""`, Want: "URL[,URL...] per shard"}
+		}
+		for _, u := range shard {
+			shards = clickagg.FirstError(shards, CheckURL("Shards", u))
+		}
+	}
+	if len(o.Shards) > 0 && o.Cluster == "" {
+		shards = &clickagg.ConfigError{Field: "Shards", Value: FormatShards(o.Shards), Want: "a cluster too (Cluster)"}
+	}
 	return clickagg.FirstError(
+		shards,
 		CheckURL("HTTP", o.HTTP),
 		CheckHostPort("Native", o.Native),
 		clickagg.NotEmpty("Database", o.Database),

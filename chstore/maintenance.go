@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg/schema"
 )
 
 // LoadRecentIDs calls add with the fingerprints (cityHash64 of event_id) of
@@ -59,7 +61,7 @@ func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at 
 func (s *Store) waitInserts(ctx context.Context, limit time.Duration) error {
 	running := func() (map[string]bool, error) {
 		ids := map[string]bool{}
-		err := s.query(ctx, "SELECT query_id FROM system.processes WHERE query LIKE 'INSERT INTO events %'", nil, func(rows driver.Rows) error {
+		err := s.query(ctx, "SELECT query_id FROM "+s.system("processes")+" WHERE query LIKE 'INSERT INTO events%'", nil, func(rows driver.Rows) error {
 			var id string
 			err := rows.Scan(&id)
 			ids[id] = true
@@ -89,28 +91,46 @@ func (s *Store) waitInserts(ctx context.Context, limit time.Duration) error {
 // DropPartitionsBefore drops the partitions of table whose newest row is
 // older than cutoff: retention without TTL, which 18.16 lacks. It returns
 // the partitions dropped.
+//
+// On a cluster it drops them from the local table on every node (ON
+// CLUSTER), the partitions listed from every node's system.parts.
 func (s *Store) DropPartitionsBefore(ctx context.Context, table string, cutoff time.Time) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	var parts []string
-	err := s.query(ctx, "SELECT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active "+
+	alter := "ALTER TABLE " + table
+	if s.o.Cluster != "" {
+		table += schema.LocalSuffix
+		alter = "ALTER TABLE " + table + " ON CLUSTER " + s.o.Cluster
+	}
+	var old []string
+	err := s.query(ctx, "SELECT partition FROM "+s.system("parts")+" WHERE database = currentDatabase() AND table = ? AND active "+
 		"GROUP BY partition HAVING max(max_time) < toDateTime(?)", []any{table, cutoff.Unix()}, func(rows driver.Rows) error {
 		var p string
 		if err := rows.Scan(&p); err != nil {
 			return err
 		}
-		parts = append(parts, p)
+		old = append(old, p)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list partitions of %s: %w", table, err)
 	}
-	for _, p := range parts {
-		if err := s.conn.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+partitionLiteral(p)); err != nil {
+	for _, p := range old {
+		if err := s.conn.Exec(ctx, alter+" DROP PARTITION "+partitionLiteral(p)); err != nil {
 			return nil, fmt.Errorf("drop partition %s of %s: %w", p, table, err)
 		}
 	}
-	return parts, nil
+	return old, nil
+}
+
+// system names system.NAME of this server, or on a cluster the same table
+// of every node, through the cluster() table function (its hosts and
+// credentials are remote_servers'; 18.16 has no clusterAllReplicas).
+func (s *Store) system(name string) string {
+	if s.o.Cluster == "" {
+		return "system." + name
+	}
+	return "cluster('" + s.o.Cluster + "', system, " + name + ")"
 }
 
 // partitionLiteral writes a partition value as system.parts shows it back

@@ -22,6 +22,10 @@ const TopKCapacity = 1000
 // Options configures a Store. The zero value works.
 type Options struct {
 	QueryTimeout time.Duration // bound of one question; default 10 s
+	// Cluster, when set, is the cluster the tables live on: questions read
+	// the Distributed tables (the same names), and maintenance works on
+	// every node's local tables.
+	Cluster string
 }
 
 // Store implements clickagg.MetricsService on a clickhouse-go/v2 connection.

@@ -5,6 +5,7 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,9 @@ type Options struct {
 	Dedup *dedup.Set
 	// DeadLetters stores refused events and bodies; nil drops them (tests).
 	DeadLetters ingestor.Transport
+	// DeadLettersTable is the table they go to; default "dead_letters" (a
+	// cluster node's is dead_letters_local).
+	DeadLettersTable string
 	// Hooks observe commits; optional.
 	Hooks Hooks
 }
@@ -87,6 +91,7 @@ func (o Options) WithDefaults() Options {
 	o.MaxErrors = clickagg.PositiveOr(o.MaxErrors, DefaultMaxErrors)
 	o.AllowedLateness = clickagg.PositiveOr(o.AllowedLateness, DefaultAllowedLateness)
 	o.MaxFutureSkew = clickagg.PositiveOr(o.MaxFutureSkew, DefaultMaxFutureSkew)
+	o.DeadLettersTable = cmp.Or(o.DeadLettersTable, "dead_letters")
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -433,9 +438,9 @@ func (c *Collector) commit(r *request, now time.Time) error {
 		deadDone <- nil
 	}
 	var err error
+	var p ingestor.Pending
 	if rows.Len() > 0 {
 		qctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
-		var p ingestor.Pending
 		p, err = c.add.Enqueue(qctx, rows)
 		cancel()
 		c.putWork(r) // the rows are copied (or refused): only the answer waits
@@ -445,10 +450,11 @@ func (c *Collector) commit(r *request, now time.Time) error {
 	}
 	var uncertain *ingestor.UncertainError
 	switch {
-	case claim != nil && errors.As(err, &uncertain):
-		// The rows may be in ClickHouse: their ids stay held until a probe
-		// tells, so that the sender's resend counts once either way.
-		go func() { c.o.Dedup.Settle(claim, uncertain.Landed()) }()
+	case claim != nil && err != nil && (p.Partial() || errors.As(err, &uncertain)):
+		// Some rows may be in ClickHouse (a shard that committed, a block
+		// whose answer was lost): each id stays held until its own outcome
+		// is known, so that the sender's resend counts once either way.
+		go c.o.Dedup.SettleEach(claim, p.Landed)
 	case claim != nil:
 		c.o.Dedup.Settle(claim, err == nil)
 	}
@@ -472,7 +478,7 @@ func (c *Collector) storeDead(d *ingestor.DeadLetters) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout+5*time.Second)
 	defer cancel()
-	return ingestor.InsertDeadLetters(ctx, c.o.DeadLetters, d)
+	return ingestor.InsertDeadLetters(ctx, c.o.DeadLetters, c.o.DeadLettersTable, d)
 }
 
 func fieldIndex(field string) int {

@@ -197,6 +197,42 @@ func (s *Set) Settle(c *Claim, committed bool) {
 	close(c.done)
 }
 
+// SettleEach is Settle with the outcome of each fingerprint of the claim:
+// a request whose rows went to several shards may have committed some and
+// not others. committed is called before the set is locked, so it may
+// block (to learn an outcome that was unknown). The claim's waiters see it
+// failed if any of its ids failed: they resend, and the committed ones are
+// duplicates then.
+func (s *Set) SettleEach(c *Claim, committed func(fp uint64) bool) {
+	ok := make([]bool, len(c.fps))
+	all := true
+	for i, fp := range c.fps {
+		ok[i] = committed(fp)
+		all = all && ok[i]
+	}
+	now := s.o.Now()
+	s.mu.Lock()
+	for _, fp := range c.fps {
+		if s.pending[fp] == c {
+			delete(s.pending, fp)
+		}
+	}
+	if all {
+		s.addLocked(now, c.fps)
+	} else {
+		var landed []uint64
+		for i, fp := range c.fps {
+			if ok[i] {
+				landed = append(landed, fp)
+			}
+		}
+		s.addLocked(now, landed)
+	}
+	s.mu.Unlock()
+	c.ok = all
+	close(c.done)
+}
+
 // Wait blocks until every claim holding an id this claim found in flight is
 // settled, and reports whether all of them committed. When one did not, the
 // caller's copy was stored as a duplicate and is not counted: it must ask

@@ -182,3 +182,30 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/id")
 }
+
+// SettleEach keeps the committed ids of a partly failed claim (its other
+// ids are free again), and the claim's waiters see it failed.
+func TestSettleEach(t *testing.T) {
+	s := New(Options{})
+	c, v := s.Check([]uint64{1, 2, 3, 4}, nil)
+	if v[0] != Fresh || v[3] != Fresh {
+		t.Fatalf("verdicts %v", v)
+	}
+	waiter, v2 := s.Check([]uint64{2, 9}, nil)
+	if v2[0] != InFlight {
+		t.Fatalf("verdicts %v", v2)
+	}
+	s.SettleEach(c, func(fp uint64) bool { return fp%2 == 0 })
+	if waiter.Wait() {
+		t.Error("a waiter of a partly failed claim saw it succeed")
+	}
+	s.Settle(waiter, true)
+	_, v3 := s.Check([]uint64{1, 2, 3, 4}, nil)
+	want := []Verdict{Fresh, Duplicate, Fresh, Duplicate}
+	for i := range want {
+		if v3[i] != want[i] {
+			t.Errorf("after SettleEach: verdicts %v, want %v", v3, want)
+			break
+		}
+	}
+}

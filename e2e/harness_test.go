@@ -31,6 +31,8 @@ type stack struct {
 	linger time.Duration
 	// logs, when set, gets the server's log as JSON lines
 	logs *lockedBuffer
+	// cluster, when set, is where the database lives instead of db
+	cluster *testenv.ClusterDB
 }
 
 // newStack starts an instance; linger 0 is the tests' default of 10 ms.
@@ -47,6 +49,9 @@ func (s *stack) config() server.Config {
 	c := server.DefaultConfig()
 	c.Listen = "127.0.0.1:0"
 	c.ClickHouse = s.db.Options().WithDefaults()
+	if s.cluster != nil {
+		c.ClickHouse = s.cluster.Options().WithDefaults()
+	}
 	c.Redis.Addr = s.redisAddr
 	c.Ingest.Linger = cmp.Or(s.linger, 10*time.Millisecond)
 	// A long in-process tier: an answer not cleared by the instance's own
@@ -78,6 +83,17 @@ func (s *stack) start() {
 		}
 		srv.Close()
 	}
+}
+
+// newClusterStack starts an instance on a fresh database of the shared
+// 2 x 2 cluster.
+func newClusterStack(t *testing.T) *stack {
+	t.Helper()
+	db := testenv.MigratedCluster(t)
+	s := &stack{t: t, cluster: &db, redisAddr: testenv.Redis(t).Addr()}
+	s.start()
+	t.Cleanup(func() { s.stop() })
+	return s
 }
 
 func (s *stack) restart() {

@@ -51,11 +51,12 @@ func (d *DeadLetters) Reset() {
 
 var deadLetterColumns = []string{"received_at", "source", "reason", "field", "message", "event_id", "raw"}
 
-// InsertDeadLetters writes d to the dead_letters table in one INSERT,
+// InsertDeadLetters writes d to table (dead_letters, or a cluster node's
+// dead_letters_local) in one INSERT,
 // retrying temporary failures a few times. Dead letters are rare, so they
 // skip the batching of events; the collector waits for them like for events,
 // so that nothing refused silently disappears.
-func InsertDeadLetters(ctx context.Context, t Transport, d *DeadLetters) error {
+func InsertDeadLetters(ctx context.Context, t Transport, table string, d *DeadLetters) error {
 	if d.Len() == 0 {
 		return nil
 	}
@@ -72,7 +73,7 @@ func InsertDeadLetters(ctx context.Context, t Transport, d *DeadLetters) error {
 	if err := (proto.Block{Columns: len(in), Rows: d.Len()}).EncodeRawBlock(&buf, 0, in); err != nil {
 		return fmt.Errorf("encode dead letters: %w", err)
 	}
-	query := "INSERT INTO dead_letters (" + strings.Join(deadLetterColumns, ", ") + ") FORMAT Native"
+	query := "INSERT INTO " + table + " (" + strings.Join(deadLetterColumns, ", ") + ") FORMAT Native"
 	var err error
 	for attempt := range 3 {
 		if err = t.Insert(ctx, query, buf.Buf); err == nil || !Temporary(err) {

@@ -6,6 +6,7 @@
 package ingestor
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -62,6 +63,12 @@ type Options struct {
 	MaxBackoff      time.Duration // default 2 s
 	InsertTimeout   time.Duration // one INSERT attempt; default 30 s
 	Hooks           Hooks         // optional
+	// Deduplicated says the table stores an identical block once
+	// (Replicated*MergeTree, within its last 100 blocks): a block whose
+	// INSERT lost its answer is sent again as it is, to any replica,
+	// instead of probed; when the retries run out, its requests get an
+	// UncertainError whose Landed sends it again until ClickHouse takes it.
+	Deduplicated bool
 }
 
 // WithDefaults returns o with its zero fields set to the defaults.
@@ -207,17 +214,63 @@ func (in *Ingestor) Add(ctx context.Context, r *Rows) error {
 }
 
 // Pending is the outcome of rows taken by Enqueue.
-type Pending struct{ res *result }
+type Pending struct {
+	res *result
+	// A Router's: each shard's part (nil res: its enqueue failed, err).
+	parts []part
+}
+
+// part is the outcome of the rows one shard took.
+type part struct {
+	res *result
+	err error
+}
 
 // Wait blocks until the rows are committed or have failed for good, and
-// returns what Add would.
+// returns what Add would; for a Router's rows, the errors of the shards
+// that failed.
 func (p Pending) Wait() error {
-	if p.res == nil {
-		return nil
+	if p.parts == nil {
+		if p.res == nil {
+			return nil
+		}
+		<-p.res.done
+		return p.res.err
 	}
-	<-p.res.done
-	return p.res.err
+	var errs []error
+	for _, pt := range p.parts {
+		if err := pt.wait(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
+
+func (pt part) wait() error {
+	if pt.res == nil {
+		return pt.err
+	}
+	<-pt.res.done
+	return pt.res.err
+}
+
+// Landed reports, after Wait, whether the row with fingerprint fp
+// (dedup.Fingerprint of its event_id) is in ClickHouse: its block
+// committed, or its outcome was unknown and UncertainError.Landed tells
+// (which may wait for ClickHouse). A Router's rows of one shard share
+// their shard's outcome.
+func (p Pending) Landed(fp uint64) bool {
+	err := p.Wait()
+	if p.parts != nil {
+		err = p.parts[fp%uint64(len(p.parts))].wait()
+	}
+	var u *UncertainError
+	return err == nil || errors.As(err, &u) && u.Landed()
+}
+
+// Partial reports whether the rows' outcome may differ from row to row (a
+// Router spread them over shards).
+func (p Pending) Partial() bool { return p.parts != nil }
 
 // Enqueue is Add without the wait for the commit: it returns once r's rows
 // are copied into the open block, so r may be reused (or its memory handed
@@ -248,7 +301,7 @@ func (in *Ingestor) Enqueue(ctx context.Context, r *Rows) (Pending, error) {
 		in.sealLocked()
 	}
 	in.mu.Unlock()
-	return Pending{res}, nil
+	return Pending{res: res}, nil
 }
 
 // current returns the open block, starting one (and its linger timer) if
@@ -405,6 +458,7 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	var err error
 	attempt := 0
 	uncertain := false // an attempt lost its answer and no probe has told since
+	lost := false      // Deduplicated: an attempt lost its answer
 	for {
 		attempt++
 		ctx, cancel := context.WithTimeout(in.ctx, in.o.InsertTimeout)
@@ -420,7 +474,11 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 		}
 		if !uncertain {
 			err = in.t.Insert(ctx, in.query, buf.Buf)
-			uncertain = in.maybeLanded(err)
+			if in.o.Deduplicated {
+				lost = lost || answerLost(err)
+			} else {
+				uncertain = in.maybeLanded(err)
+			}
 		}
 		cancel()
 		if err == nil || attempt > in.o.MaxRetries || !Temporary(err) || in.ctx.Err() != nil {
@@ -437,23 +495,36 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	}
 	if err != nil {
 		err = fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
-		if uncertain {
+		switch {
+		case uncertain:
 			return &UncertainError{Err: err, in: in, probe: rows.probeRows()}
+		case lost:
+			return &UncertainError{Err: err, in: in, resend: bytes.Clone(buf.Buf)}
 		}
 		return err
 	}
 	return nil
 }
 
-// maybeLanded reports whether a failed INSERT may have reached the server
-// (any network error but a failed connect), so that only a probe can tell
-// whether the block is in the table. Without a Prober the block is simply
-// retried.
+// maybeLanded reports whether a failed INSERT may have reached the server,
+// so that only a probe can tell whether the block is in the table. Without
+// a Prober the block is simply retried.
 func (in *Ingestor) maybeLanded(err error) bool {
+	_, ok := in.t.(Prober)
+	return ok && answerLost(err)
+}
+
+// answerLost reports whether a failed INSERT may have reached the server:
+// any network error but a failed connect, or ClickHouse saying it does not
+// know (a quorum insert that timed out).
+func answerLost(err error) bool {
 	var ne *NetError
 	var oe *net.OpError
-	_, ok := in.t.(Prober)
-	return ok && errors.As(err, &ne) && !(errors.As(err, &oe) && oe.Op == "dial")
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.Code == proto.ErrUnknownStatusOfInsert
+	}
+	return errors.As(err, &ne) && !(errors.As(err, &oe) && oe.Op == "dial")
 }
 
 // landed asks whether a block whose INSERT lost its answer is in the table
@@ -471,11 +542,12 @@ func (in *Ingestor) landed(ctx context.Context, rows *Rows) (bool, error) {
 // (ClickHouse went away): its rows may be in the table. Every waiter of
 // the block gets the same error.
 type UncertainError struct {
-	Err   error
-	in    *Ingestor
-	probe []ProbeRow
-	once  sync.Once
-	yes   bool
+	Err    error
+	in     *Ingestor
+	probe  []ProbeRow
+	resend []byte // Deduplicated: the block, sent again instead of probed
+	once   sync.Once
+	yes    bool
 }
 
 func (e *UncertainError) Error() string {
@@ -487,11 +559,22 @@ func (e *UncertainError) Unwrap() error { return e.Err }
 // Landed probes, backing off as retries do, until ClickHouse tells whether
 // the block is in the table; false when the ingestor is closed first.
 // Concurrent callers share one answer.
+//
+// On a Deduplicated table it sends the block again instead: once ClickHouse
+// takes it, it is in the table exactly once (the lost copy, if it landed,
+// makes the new one a no-op), so the answer is then true.
 func (e *UncertainError) Landed() bool {
 	e.once.Do(func() {
 		for attempt := 1; ; attempt++ {
 			ctx, cancel := context.WithTimeout(e.in.ctx, e.in.o.InsertTimeout)
-			yes, err := e.in.t.(Prober).Landed(ctx, e.in.o.Table, e.probe)
+			var yes bool
+			var err error
+			if e.resend != nil {
+				err = e.in.t.Insert(ctx, e.in.query, e.resend)
+				yes = err == nil
+			} else {
+				yes, err = e.in.t.(Prober).Landed(ctx, e.in.o.Table, e.probe)
+			}
 			cancel()
 			if err == nil || !Temporary(err) {
 				e.yes = err == nil && yes

@@ -67,7 +67,7 @@ func (h *HTTP) Landed(ctx context.Context, table string, rows []ProbeRow) (bool,
 		fmt.Fprintf(&b, "(%s, %d, %s, %d)", quote(r.AdID), uint32(r.TS), quote(r.EventID), uint32(r.Received))
 	}
 	b.WriteString(")")
-	out, err := h.query(ctx, b.String())
+	out, err := h.Query(ctx, b.String())
 	if err != nil {
 		return false, err
 	}
@@ -83,8 +83,8 @@ func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
-// query runs one read-only statement and returns its text answer.
-func (h *HTTP) query(ctx context.Context, sql string) (string, error) {
+// Query runs one read-only statement and returns its text answer.
+func (h *HTTP) Query(ctx context.Context, sql string) (string, error) {
 	u, _ := url.Parse(h.endpoint)
 	q := u.Query()
 	q.Del("decompress")

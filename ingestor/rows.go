@@ -163,6 +163,24 @@ func (r *Rows) AppendRows(o *Rows) {
 	r.duplicate = append(r.duplicate, o.duplicate...)
 }
 
+// AppendRow adds row i of o.
+func (r *Rows) AppendRow(o *Rows, i int) {
+	r.eventID.Append(o.eventID.Row(i))
+	r.adID.Append(o.adID.Row(i))
+	r.campaignID.Append(o.campaignID.Row(i))
+	r.userID.Append(o.userID.Row(i))
+	r.typ = append(r.typ, o.typ[i])
+	r.format = append(r.format, o.format[i])
+	r.device = append(r.device, o.device[i])
+	r.ts.Data = append(r.ts.Data, o.ts.Data[i])
+	r.received.Data = append(r.received.Data, o.received.Data[i])
+	r.tsMillis = append(r.tsMillis, o.tsMillis[i])
+	r.ip.Buf = append(r.ip.Buf, o.ip.Buf[16*i:16*i+16]...)
+	r.country.Buf = append(r.country.Buf, o.country.Buf[2*i:2*i+2]...)
+	r.price = append(r.price, o.price[i])
+	r.duplicate = append(r.duplicate, o.duplicate[i])
+}
+
 func appendStr(dst, src *proto.ColStr) {
 	off := len(dst.Buf)
 	dst.Buf = append(dst.Buf, src.Buf...)

@@ -29,9 +29,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/schema"
 )
 
 // Options configures a Reconciler. The zero value works.
@@ -39,6 +41,12 @@ type Options struct {
 	MaxRows      int                  // differing rows kept per table in a Report; default 1000, negative keeps none
 	QueryTimeout time.Duration        // bound of one statement; default 30 min
 	OnFixed      func(clickagg.Range) // called after corrections were written for a range, so caches can drop answers about it
+	// Cluster, when set, is the cluster the tables live on: both sides are
+	// read through the Distributed tables (an event_id's copies all live
+	// on one shard, so deduplication holds), corrections are written
+	// through them synchronously, and the sketches' days are dropped from
+	// every node's local table.
+	Cluster string
 }
 
 // Reconciler compares and corrects the aggregate tables.
@@ -231,12 +239,22 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, t
 // report may hold only the first MaxRows, and INSERT ... VALUES hangs on
 // 18.16 through clickhouse-go.
 func (r *Reconciler) correct(ctx context.Context, t table, from, to time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
+	ctx, cancel := context.WithTimeout(r.writes(ctx), r.o.QueryTimeout)
 	defer cancel()
 	if err := r.conn.Exec(ctx, t.correctSQL(), t.args(from, to)...); err != nil {
 		return fmt.Errorf("correct %s: %w", t.name, err)
 	}
 	return nil
+}
+
+// writes is ctx for statements that write: on a cluster an INSERT into a
+// Distributed table returns only once every shard has its rows (18.16
+// queues them and returns at once by default).
+func (r *Reconciler) writes(ctx context.Context) context.Context {
+	if r.o.Cluster == "" {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
 }
 
 // rebuildTopAds refills top_ads_minute for every day rep.Range touches,
@@ -246,9 +264,13 @@ func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
 	rep.Rebuilt = []string{}
 	for _, d := range touchedDays(rep.Range) {
 		err := func() error {
-			ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
+			ctx, cancel := context.WithTimeout(r.writes(ctx), r.o.QueryTimeout)
 			defer cancel()
-			if err := r.conn.Exec(ctx, "ALTER TABLE top_ads_minute DROP PARTITION "+partition(d)); err != nil {
+			drop := "ALTER TABLE top_ads_minute DROP PARTITION "
+			if r.o.Cluster != "" {
+				drop = "ALTER TABLE top_ads_minute" + schema.LocalSuffix + " ON CLUSTER " + r.o.Cluster + " DROP PARTITION "
+			}
+			if err := r.conn.Exec(ctx, drop+partition(d)); err != nil {
 				return fmt.Errorf("drop top_ads_minute partition %s: %w", partition(d), err)
 			}
 			if err := r.conn.Exec(ctx, topAdsSQL, d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {

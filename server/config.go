@@ -147,8 +147,13 @@ func (c Config) Validate() error {
 			clickagg.Within("Generate.Load", c.Generate.Load.Validate()),
 		)
 	}
+	shards := error(nil)
+	if c.ClickHouse.Cluster != "" && len(c.ClickHouse.Shards) == 0 {
+		shards = &clickagg.ConfigError{Field: "ClickHouse.Shards", Value: `""`, Want: "the cluster's HTTP interfaces, shard by shard (a cluster is named)"}
+	}
 	return clickagg.FirstError(
 		chclient.CheckHostPort("Listen", c.Listen),
+		shards,
 		debug,
 		clickagg.Positive("ShutdownTimeout", c.ShutdownTimeout),
 		clickagg.Within("ClickHouse", c.ClickHouse.Validate()),

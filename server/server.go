@@ -51,7 +51,7 @@ type Server struct {
 	ln, debugLn net.Listener
 	conn        driver.Conn
 	rdb         *redis.Client
-	in          *ingestor.Ingestor
+	in          ingest
 	store       *chstore.Store
 	cache       *cache.Cache
 	seen        *dedup.Set
@@ -100,20 +100,22 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	ch := cfg.ClickHouse
-	tr, err := ingestor.NewHTTP(ingestor.HTTPOptions{URL: ch.HTTP, Database: ch.Database, User: ch.User, Password: ch.Password, TLS: ch.TLS})
-	if err != nil {
-		return nil, err
-	}
 	// The exporter's sources are filled in as their owners are built.
 	var src prom.Sources
 	exp := prom.New(&src)
 	cfg.Ingest.Hooks, cfg.Cache.Hooks, cfg.Auth.Hooks = exp, exp, exp
-	s.in = ingestor.New(tr, cfg.Ingest)
 	s.rdb = redis.NewClient(cfg.Redis.ClientOptions())
 	if s.conn, err = chclient.Open(ch); err != nil {
 		return nil, err
 	}
-	s.store = chstore.New(s.conn, chstore.Options{})
+	var dead ingestor.Transport
+	if s.in, dead, err = openIngest(ctx, s.conn, ch, cfg.Ingest); err != nil {
+		return nil, err
+	}
+	if ch.Cluster != "" {
+		cfg.Collector.DeadLettersTable = "dead_letters" + schema.LocalSuffix
+	}
+	s.store = chstore.New(s.conn, chstore.Options{Cluster: ch.Cluster})
 	s.warnDefiners(ctx)
 	s.cache = cache.New(s.rdb, s.store, cfg.Cache)
 
@@ -126,7 +128,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.log.Info("dedup set loaded", "ids", n, "horizon", cfg.Dedup.Horizon)
 	marker := pastMarker{s.cache, s.log}
-	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks = s.seen, tr, marker
+	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks = s.seen, dead, marker
 	s.col = collector.New(s.in, cfg.Collector)
 
 	// Events ClickHouse consumed from Kafka go through the same collector.
@@ -136,7 +138,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.monitor = &kafkaengine.Monitor{Conn: s.conn, Brokers: cfg.Kafka.Brokers, Every: kafkaMonitorEvery, Stuck: cfg.Kafka.RestartAfter, Logger: s.log}
 	if !cfg.NoReconcile {
 		cfg.Reconcile.Logger = s.log
-		s.sched = reconcile.NewScheduler(reconcile.New(s.conn, reconcile.Options{OnFixed: func(r clickagg.Range) { marker.changed(r) }}), cfg.Reconcile)
+		s.sched = reconcile.NewScheduler(reconcile.New(s.conn, reconcile.Options{Cluster: ch.Cluster, OnFixed: func(r clickagg.Range) { marker.changed(r) }}), cfg.Reconcile)
 		src.Reconcile = s.sched.Last
 	}
 	src.Collector, src.Ingestor, src.Dedup, src.Cache = s.col.Stats, s.in.Stats, s.seen.Stats, s.cache.Stats
@@ -323,9 +325,13 @@ func (s *Server) warnDefiners(ctx context.Context) {
 // banner says where to go next, in one line.
 func (s *Server) banner() {
 	u := s.URL()
-	s.log.Info("serving", "api", u, "docs", u+"/docs", "try", u+"/v1/metrics?group_by=country&window=15m",
-		"ingest", "POST "+u+"/v1/events", "metrics", u+"/metrics",
-		"clickhouse", s.cfg.ClickHouse.HTTP, "database", s.cfg.ClickHouse.Database, "redis", s.cfg.Redis.Addr)
+	attrs := []any{"api", u, "docs", u + "/docs", "try", u + "/v1/metrics?group_by=country&window=15m",
+		"ingest", "POST " + u + "/v1/events", "metrics", u + "/metrics",
+		"clickhouse", s.cfg.ClickHouse.HTTP, "database", s.cfg.ClickHouse.Database, "redis", s.cfg.Redis.Addr}
+	if c := s.cfg.ClickHouse; c.Cluster != "" {
+		attrs = append(attrs, "cluster", c.Cluster, "shards", len(c.Shards))
+	}
+	s.log.Info("serving", attrs...)
 }
 
 // debugMux serves Go's profiles, on their own listener: never on the API's.

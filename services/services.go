@@ -87,6 +87,18 @@ type Status struct {
 	Nodes       []NodeStatus
 }
 
+// Shards are a cluster's HTTP URLs, shard by shard, replica by replica.
+func (s Status) Shards() [][]string {
+	var out [][]string
+	for _, n := range s.Nodes {
+		for len(out) < n.Shard {
+			out = append(out, nil)
+		}
+		out[n.Shard-1] = append(out[n.Shard-1], n.HTTP)
+	}
+	return out
+}
+
 // NodeStatus is one server of a local cluster.
 type NodeStatus struct {
 	Name           string // "s1r2"

@@ -85,6 +85,8 @@ func (v *value) String() string {
 		return strconv.FormatBool(*p)
 	case *time.Duration:
 		return p.String()
+	case *[][]string:
+		return chclient.FormatShards(*p)
 	}
 	return fmt.Sprint(v.p)
 }
@@ -110,6 +112,8 @@ func (v *value) Set(s string) error {
 		*p, err = strconv.ParseBool(s)
 	case *time.Duration:
 		*p, err = time.ParseDuration(s)
+	case *[][]string:
+		*p, err = chclient.ParseShards(s)
 	}
 	if err != nil {
 		return errors.New("want " + v.form)
@@ -134,6 +138,8 @@ func formOf(p any) string {
 		return "true or false"
 	case *time.Duration:
 		return "a duration such as 250ms, 30s, 2h or 1h30m"
+	case *[][]string:
+		return "shards separated by spaces, each a comma-separated list of http(s):// URLs"
 	}
 	return "text"
 }
@@ -234,6 +240,8 @@ func (f *flags) usage(w io.Writer) {
 			kind = " number"
 		case *time.Duration:
 			kind = " duration"
+		case *[][]string:
+			kind = " shards"
 		}
 		def := ""
 		if fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "0" {
@@ -291,6 +299,10 @@ func (f *flags) clickhouse(o *chclient.Options) {
 		o.Cluster = f.local.Cluster
 	}
 	f.v(&o.Cluster, "clickhouse-cluster", "CLICKAGG_CLICKHOUSE_CLUSTER", "the ClickHouse cluster (remote_servers) the database lives on; empty: one server (default: the local services' cluster, if they are one)")
+	if f.local != nil && f.local.Cluster != "" {
+		o.Shards = f.local.Shards()
+	}
+	f.v(&o.Shards, "clickhouse-shards", "CLICKAGG_CLICKHOUSE_SHARDS", "a cluster's HTTP interfaces for inserts: shards separated by spaces in remote_servers order, each shard's replicas by commas (default: the local services' cluster)")
 	t := new(tlsFlags)
 	t.register(f, "clickhouse", "CLICKAGG_CLICKHOUSE", "ClickHouse (the native port, e.g. 9440; inserts use TLS when --clickhouse-http is https://, with the same CA and certificate)")
 	f.after = append(f.after, func() (err error) {
@@ -303,14 +315,13 @@ func (f *flags) clickhouse(o *chclient.Options) {
 	})
 }
 
-// oneServer refuses a cluster for the commands that cannot run on one
-// yet: migrate renders the schema for a cluster; ingest by shard, answers
-// through the Distributed tables and per-shard reconciliation come next.
+// oneServer refuses a cluster for the commands that cannot run on one yet
+// (the Kafka engine on a cluster comes next).
 func oneServer(command string, o chclient.Options) error {
 	if o.Cluster == "" {
 		return nil
 	}
-	return usagef("--clickhouse-cluster [CLICKAGG_CLICKHOUSE_CLUSTER] %s: %s does not run on a cluster yet (migrate does); point it at one server", o.Cluster, command)
+	return usagef("--clickhouse-cluster [CLICKAGG_CLICKHOUSE_CLUSTER] %s: %s does not run on a cluster yet; point it at one server", o.Cluster, command)
 }
 
 // redisAddr registers the Redis address flag.

@@ -48,10 +48,11 @@ var badValues = map[string]string{
 	"CLICKAGG_REDIS_TLS_CERT":             "/nonexistent/cert.pem",
 	"CLICKAGG_REDIS_TLS_KEY":              "/nonexistent/key.pem",
 	"CLICKAGG_REDIS_TLS_SERVER_NAME":      "redis.internal",
-	"CLICKAGG_CLICKHOUSE_CLUSTER":         "clickagg", // serve does not run on a cluster yet
-	"CLICKAGG_CLICKHOUSE_DATABASE":        "",         // any name: ClickHouse says whether it exists
-	"CLICKAGG_CLICKHOUSE_USER":            "",         // any name
-	"CLICKAGG_REDIS_USER":                 "",         // any name
+	"CLICKAGG_CLICKHOUSE_CLUSTER":         "", // any name: ClickHouse says whether it is one
+	"CLICKAGG_CLICKHOUSE_SHARDS":          "ftp://node1:8123",
+	"CLICKAGG_CLICKHOUSE_DATABASE":        "", // any name: ClickHouse says whether it exists
+	"CLICKAGG_CLICKHOUSE_USER":            "", // any name
+	"CLICKAGG_REDIS_USER":                 "", // any name
 }
 
 // TestEnvErrors: every variable serve reads, set to a value it cannot

@@ -300,8 +300,9 @@ func checkPrometheus(t *testing.T, listen string, accepted int64) {
 }
 
 // TestClusterWorkflow: services up with shards and replicas, then migrate
-// finds the cluster with no flags and renders the schema on every node;
-// the commands that do not run on a cluster yet say so.
+// and serve find the cluster with no flags: the schema on every node, an
+// event posted stored on the cluster; kafka, which does not run on a
+// cluster yet, says so.
 func TestClusterWorkflow(t *testing.T) {
 	if _, err := exec.LookPath("clickhouse-server"); err != nil {
 		testenv.Must(t, err)
@@ -332,8 +333,48 @@ func TestClusterWorkflow(t *testing.T) {
 			t.Errorf("%s: events tables %q %v", n.Name, got, err)
 		}
 	}
-	if _, errs, code := clickaggRun(t, ctx, "serve"); code != 2 || !strings.Contains(errs, "does not run on a cluster yet") {
-		t.Errorf("serve on a cluster: %d %s", code, errs)
+	if _, errs, code := clickaggRun(t, ctx, "kafka", "status"); code != 2 || !strings.Contains(errs, "does not run on a cluster yet") {
+		t.Errorf("kafka on a cluster: %d %s", code, errs)
+	}
+	// serve finds the cluster too: an event posted is on its shard and in
+	// the answers.
+	listen := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var serveErr bytes.Buffer
+	go func() {
+		done <- run(sctx, []string{"serve", "--listen", listen, "--linger", "10ms", "--no-reconcile"}, io.Discard, &serveErr)
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + listen + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve on the cluster not ready: %s", serveErr.String())
+		}
+	}
+	ev := `{"event_id":"cw-1","type":"click","ts":"` + time.Now().UTC().Format(time.RFC3339) + `","ad_id":"a1","country":"KR","ad_format":"banner"}`
+	resp, err := http.Post("http://"+listen+"/v1/events", "application/x-ndjson", strings.NewReader(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"accepted":1`) {
+		t.Errorf("post on the cluster: %d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(serveErr.String(), "cluster=clickagg shards=2") {
+		t.Errorf("serve's banner does not name the cluster: %s", serveErr.String())
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Errorf("serve exit %d: %s", code, serveErr.String())
+	}
+	if n, err := services.Query(ctx, st.Nodes[0].HTTP, st.Database, "SELECT count() FROM events"); err != nil || strings.TrimSpace(n) != "1" {
+		t.Errorf("events through Distributed: %q %v", n, err)
 	}
 	if _, errs, code := clickaggRun(t, ctx, "migrate", "down", "--yes"); code != 0 {
 		t.Fatalf("migrate down: %s", errs)

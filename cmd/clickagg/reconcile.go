@@ -37,9 +37,6 @@ func (c *rangeCommand) rng() (agg.Range, error) {
 	if err := c.f.check(c.ch.Validate()); err != nil {
 		return agg.Range{}, err
 	}
-	if err := oneServer(c.f.name, c.ch); err != nil {
-		return agg.Range{}, err
-	}
 	rng, err := reconcile.ParseRange(c.from, c.to)
 	if err != nil {
 		return rng, &usageError{err.Error()}
@@ -58,7 +55,7 @@ func (c *rangeCommand) run(ctx context.Context, stdout io.Writer, do func(*recon
 	if keep <= 0 {
 		keep = -1 // none; 0 would mean the default
 	}
-	rep, err := do(reconcile.New(conn, reconcile.Options{MaxRows: keep}))
+	rep, err := do(reconcile.New(conn, reconcile.Options{MaxRows: keep, Cluster: c.ch.Cluster}))
 	var perr error
 	if c.json {
 		enc := json.NewEncoder(stdout)

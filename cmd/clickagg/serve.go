@@ -60,9 +60,6 @@ func setupServe(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 		if err := f.check(c.Validate()); err != nil {
 			return err
 		}
-		if err := oneServer("serve", c.ClickHouse); err != nil {
-			return err
-		}
 		c.Logger = logs.logger(stderr)
 		c.Progress = stderr
 		useRedisLog(c.Logger)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/schema"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -69,6 +71,28 @@ func Cluster(t testing.TB) ClusterDB {
 	return db
 }
 
+// OwnCluster starts a cluster for this test alone, for tests that kill or
+// stop its nodes, with a fresh database on it, migrated when migrate is
+// set. The cluster goes at cleanup.
+func OwnCluster(t testing.TB, o services.ClusterOptions, migrate bool) ClusterDB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := services.StartCluster(ctx, t.TempDir(), o)
+	Must(t, err)
+	t.Cleanup(c.Kill)
+	db := ClusterDB{Cluster: c, Database: "test_" + randomHex()}
+	if _, err := services.Query(ctx, c.Nodes[0].HTTPURL(), "", "CREATE DATABASE "+db.Database+" ON CLUSTER "+c.Name); err != nil {
+		t.Fatal(err)
+	}
+	if migrate {
+		if err := schema.MigrateUp(ctx, db.Options()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
 // stopCluster ends the shared cluster; Main calls it.
 func stopCluster() {
 	if sharedCluster.c != nil {
@@ -77,4 +101,32 @@ func stopCluster() {
 	if sharedCluster.dir != "" {
 		os.RemoveAll(sharedCluster.dir)
 	}
+}
+
+// Options are the chclient settings of db: the cluster, its shards, and
+// the first node's addresses.
+func (db ClusterDB) Options() chclient.Options {
+	first := db.Cluster.Nodes[0]
+	o := chclient.Options{HTTP: first.HTTPURL(), Native: first.NativeAddr(), Database: db.Database, Cluster: db.Cluster.Name}
+	for s := 1; len(db.Cluster.Shard(s)) > 0; s++ {
+		var urls []string
+		for _, n := range db.Cluster.Shard(s) {
+			urls = append(urls, n.HTTPURL())
+		}
+		o.Shards = append(o.Shards, urls)
+	}
+	return o
+}
+
+// MigratedCluster returns a fresh database on the shared cluster with the
+// embedded schema applied ON CLUSTER.
+func MigratedCluster(t testing.TB) ClusterDB {
+	t.Helper()
+	db := Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := schema.MigrateUp(ctx, db.Options()); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -1,0 +1,64 @@
+package ingestor
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+)
+
+// Failover is a Transport over the replicas of one shard: an INSERT goes to
+// the replica that answered last, and to the next one when that one cannot
+// be reached or refuses for a reason another replica may not have (network,
+// overload, a read-only replica). Inserts go into the replicas' local
+// Replicated table, which stores an identical block once whichever replica
+// takes it (block deduplication): resending a block whose answer was lost,
+// to the same replica or another, lands it once.
+type Failover struct {
+	replicas []*HTTP
+	current  atomic.Int32
+}
+
+// NewFailover returns a Failover over one HTTP transport per replica URL.
+func NewFailover(urls []string, o HTTPOptions) (*Failover, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("failover: no replicas")
+	}
+	f := &Failover{}
+	for _, u := range urls {
+		o := o
+		o.URL = u
+		h, err := NewHTTP(o)
+		if err != nil {
+			return nil, err
+		}
+		f.replicas = append(f.replicas, h)
+	}
+	return f, nil
+}
+
+// Insert implements Transport: each replica once at most, starting with
+// the last that answered; the last error when none takes the block.
+func (f *Failover) Insert(ctx context.Context, query string, block []byte) error {
+	start := int(f.current.Load())
+	var err error
+	for i := range f.replicas {
+		r := (start + i) % len(f.replicas)
+		if err = f.replicas[r].Insert(ctx, query, block); err == nil {
+			f.current.Store(int32(r))
+			return nil
+		}
+		if !Temporary(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// Replicas are the replicas' URLs, in order.
+func (f *Failover) Replicas() []string {
+	out := make([]string, len(f.replicas))
+	for i, r := range f.replicas {
+		out[i] = r.o.URL
+	}
+	return out
+}
