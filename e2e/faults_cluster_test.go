@@ -65,7 +65,7 @@ func TestFaultClusterReplicaKilled(t *testing.T) {
 		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
 	}
 	survivor := db.Node(db.Cluster.Shard(1)[1])
-	dupRows := checkStored(t, survivor, l.events())
+	dupRows := checkEvents(t, survivor, l.events()) // the killed replicas' parts are read elsewhere only once they catch up
 	if dupRows < l.resent {
 		t.Errorf("%d rows stored as duplicates, want at least %d resends", dupRows, l.resent)
 	}
@@ -87,4 +87,167 @@ func TestFaultClusterReplicaKilled(t *testing.T) {
 	}
 	t.Logf("replica of each shard killed: first 200 %v after the kill; %d 503s in all; %d events acknowledged, each counted once (%d resends recognised); restarted replicas caught up in %v",
 		firstAck.Sub(killAt).Round(time.Millisecond), n503, len(l.acked), l.resent, time.Since(restartAt).Round(time.Millisecond))
+}
+
+// clusterLoad runs feeders against s until the returned stop is called,
+// which waits for them.
+func clusterLoad(t *testing.T, s *stack, l *ledger, prefix string) (stop func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	for i := range 4 {
+		f := &feeder{url: s.url + "/v1/events", hc: hc, l: l, prefix: prefix, size: 300, resend: 0.2, netRetry: 50 * time.Millisecond}
+		wg.Go(func() { f.run(ctx, done, uint64(i+1)) })
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			if ctx.Err() != nil {
+				t.Error("clients still had unacknowledged batches at the time limit")
+			}
+			cancel()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestFaultClusterZooKeeperDown: ZooKeeper stopped for 20 s under steady
+// ingest: the replicated tables turn read-only, requests get 503 with
+// Retry-After and never a 200 for what is not committed, ingest resumes by
+// itself when ZooKeeper is back, and every acknowledged event counts once.
+func TestFaultClusterZooKeeperDown(t *testing.T) {
+	db := testenv.OwnCluster(t, services.ClusterOptions{SessionTimeout: 3 * time.Second}, true)
+	s := &stack{t: t, cluster: &db, redisAddr: testenv.Redis(t).Addr(), logs: new(lockedBuffer)}
+	s.start()
+	t.Cleanup(func() { s.stop(); logFailures(t, s) })
+	l := newLedger()
+	stop := clusterLoad(t, s, l, "zk")
+	waitFor(t, 30*time.Second, "3000 events acknowledged", func() bool { return l.ackedCount() >= 3000 })
+
+	zk := db.Cluster.ZooKeeper
+	downAt := time.Now()
+	if err := zk.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Second)
+	backAt := time.Now()
+	if err := zk.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n := l.ackedCount()
+	waitFor(t, 90*time.Second, "3000 events acknowledged after ZooKeeper came back", func() bool { return l.ackedCount() >= n+3000 })
+	firstAck := l.firstAckAfter(backAt)
+	stop()
+
+	// Commits already past ZooKeeper may be answered just after it went: the
+	// outage proper starts a few seconds in.
+	attempts, n503, noRetry, ok200 := outageAttempts(l, downAt.Add(5*time.Second), backAt)
+	if n503 == 0 || noRetry > 0 || ok200 > 0 {
+		t.Errorf("during the outage: %d attempts, %d 503 (%d without Retry-After), %d 200", attempts, n503, noRetry, ok200)
+	}
+	if bad := unexpected(l); len(bad) > 0 {
+		t.Errorf("%d attempts got neither 200 nor 503 with Retry-After, e.g. %v", len(bad), bad[:min(3, len(bad))])
+	}
+	if len(l.mismatches) > 0 {
+		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
+	}
+	waitReplicated(t, db)
+	checkStored(t, db.Node(db.Cluster.Nodes[0]), l.events())
+	t.Logf("ZooKeeper down 20 s: %d attempts in the outage, all 503 with Retry-After; first 200 %v after ZooKeeper was back; %d events acknowledged, each counted once (%d resends recognised, %d events of 503 answers found committed)",
+		attempts, firstAck.Sub(backAt).Round(time.Millisecond), len(l.acked), l.resent, l.lateDups)
+}
+
+// TestFaultClusterShardDown: both replicas of a shard stopped and started
+// again under steady ingest: requests holding events of that shard get 503
+// while it is down (the other shard's events of the same requests commit,
+// and their resends count them as duplicates), and every acknowledged
+// event counts once after.
+func TestFaultClusterShardDown(t *testing.T) {
+	db := testenv.OwnCluster(t, services.ClusterOptions{SessionTimeout: 3 * time.Second}, true)
+	s := &stack{t: t, cluster: &db, redisAddr: testenv.Redis(t).Addr(), logs: new(lockedBuffer)}
+	s.start()
+	t.Cleanup(func() { s.stop(); logFailures(t, s) })
+	l := newLedger()
+	stop := clusterLoad(t, s, l, "sd")
+	waitFor(t, 30*time.Second, "3000 events acknowledged", func() bool { return l.ackedCount() >= 3000 })
+
+	shard := db.Cluster.Shard(2)
+	downAt := time.Now()
+	var wg sync.WaitGroup
+	for _, n := range shard {
+		wg.Go(func() {
+			if err := n.Stop(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	stoppedAt := time.Now()
+	time.Sleep(10 * time.Second)
+	backAt := time.Now()
+	for _, n := range shard {
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := l.ackedCount()
+	waitFor(t, 90*time.Second, "3000 events acknowledged after the shard came back", func() bool { return l.ackedCount() >= n+3000 })
+	firstAck := l.firstAckAfter(backAt)
+	stop()
+
+	attempts, n503, noRetry, ok200 := outageAttempts(l, stoppedAt, backAt)
+	if n503 == 0 || noRetry > 0 || ok200 > 0 {
+		t.Errorf("while the shard was down: %d attempts, %d 503 (%d without Retry-After), %d 200 (300-event batches always hold events of both shards)", attempts, n503, noRetry, ok200)
+	}
+	if bad := unexpected(l); len(bad) > 0 {
+		t.Errorf("%d attempts got neither 200 nor 503 with Retry-After, e.g. %v", len(bad), bad[:min(3, len(bad))])
+	}
+	if len(l.mismatches) > 0 {
+		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
+	}
+	waitReplicated(t, db)
+	checkStored(t, db.Node(db.Cluster.Nodes[0]), l.events())
+	if l.lateDups == 0 {
+		t.Error("no event of the healthy shard committed under a 503 came back as a duplicate: the partial commits went unseen")
+	}
+	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates",
+		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups)
+}
+
+// waitReplicated waits until every shard's replicas hold the same rows, so
+// that a Distributed read sees what was committed on either of them.
+func waitReplicated(t *testing.T, db testenv.ClusterDB) {
+	t.Helper()
+	for s := 1; len(db.Cluster.Shard(s)) > 0; s++ {
+		replicas := db.Cluster.Shard(s)
+		waitFor(t, 60*time.Second, "the replicas of a shard in step", func() bool {
+			var first string
+			for i, n := range replicas {
+				got, err := services.Query(context.Background(), n.HTTPURL(), db.Database,
+					"SELECT count(), (SELECT count() FROM system.replication_queue WHERE database = currentDatabase()) FROM events_local")
+				if err != nil || !strings.HasSuffix(strings.TrimSpace(got), "\t0") || i > 0 && got != first {
+					return false
+				}
+				first = got
+			}
+			return true
+		})
+	}
+}
+
+// logFailures shows the causes the server logged for its 5xx answers when
+// the test failed.
+func logFailures(t *testing.T, s *stack) {
+	if !t.Failed() || s.logs == nil {
+		return
+	}
+	for _, r := range s.logs.records(t) {
+		if r["msg"] == "request failed" {
+			t.Logf("request failed: %v %v", r["status"], r["err"])
+		}
+	}
 }

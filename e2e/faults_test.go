@@ -96,8 +96,9 @@ func (l *ledger) record(a attempt) {
 }
 
 // ack books a 200 for b. Its duplicates must be the events acknowledged
-// before, or, for an ambiguous batch, all its events (a request's rows are
-// committed whole, in one INSERT).
+// before or, for an ambiguous batch, more: on one server all its events (a
+// request's rows are committed whole, in one INSERT), on a cluster those of
+// the shards that committed while another failed.
 func (l *ledger) ack(b *batch, a answer, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -108,9 +109,9 @@ func (l *ledger) ack(b *batch, a answer, at time.Time) {
 		}
 	}
 	ok := a.Accepted+a.Duplicates == len(b.events) && a.Duplicates == before
-	if b.ambiguous && a.Accepted+a.Duplicates == len(b.events) && a.Duplicates == len(b.events) {
+	if b.ambiguous && a.Accepted+a.Duplicates == len(b.events) && a.Duplicates > before {
 		ok = true
-		l.lateDups += len(b.events) - before
+		l.lateDups += a.Duplicates - before
 	}
 	if !ok {
 		l.mismatches = append(l.mismatches, fmt.Sprintf("%d events, %d acknowledged before (ambiguous %v): answer %+v",

@@ -168,6 +168,7 @@ var retryableCodes = map[proto.Error]bool{
 	proto.ErrNetworkError:               true,
 	proto.ErrMemoryLimitExceeded:        true,
 	proto.ErrTableIsReadOnly:            true, // a replica without ZooKeeper
+	proto.ErrNoZookeeper:                true, // its session expired; a new one comes
 	proto.ErrTooManyParts:               true,
 	proto.ErrUnknownStatusOfInsert:      true,
 	proto.ErrQueryWasCancelled:          true,
