@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -997,18 +998,19 @@ func TestComposeAnalyst(t *testing.T) {
 }
 
 // clickaggNeeds are the addresses each clickagg command reaches, as
-// environment variables, with the service and port each must name.
-var clickaggNeeds = map[string]map[string]string{
+// environment variables, with the image of the service each must name and
+// its port there.
+var clickaggNeeds = map[string]map[string][2]string{
 	"serve": {
-		"CLICKAGG_CLICKHOUSE_HTTP":   "clickhouse:8123",
-		"CLICKAGG_CLICKHOUSE_NATIVE": "clickhouse:9000",
-		"CLICKAGG_REDIS_ADDR":        "redis:6379",
-		"CLICKAGG_KAFKA_BROKERS":     "kafka:9092",
+		"CLICKAGG_CLICKHOUSE_HTTP":   {"clickhouse/clickhouse-server", "8123"},
+		"CLICKAGG_CLICKHOUSE_NATIVE": {"clickhouse/clickhouse-server", "9000"},
+		"CLICKAGG_REDIS_ADDR":        {"redis", "6379"},
+		"CLICKAGG_KAFKA_BROKERS":     {"apache/kafka", "9092"},
 	},
 	"kafka": {
-		"CLICKAGG_CLICKHOUSE_HTTP":   "clickhouse:8123",
-		"CLICKAGG_CLICKHOUSE_NATIVE": "clickhouse:9000", // enable, status and verify use only this one
-		"CLICKAGG_KAFKA_BROKERS":     "kafka:9092",
+		"CLICKAGG_CLICKHOUSE_HTTP":   {"clickhouse/clickhouse-server", "8123"},
+		"CLICKAGG_CLICKHOUSE_NATIVE": {"clickhouse/clickhouse-server", "9000"}, // enable, status and verify use only this one
+		"CLICKAGG_KAFKA_BROKERS":     {"apache/kafka", "9092"},
 	},
 	"generate": {},
 }
@@ -1027,8 +1029,7 @@ func hostPort(v string) string {
 // the ClickHouse container creates; and the addresses on its command line
 // name services too.
 func TestComposeClickaggAddresses(t *testing.T) {
-	p := loadProject(t, nil, "demo")
-	ch := service(t, p, "clickhouse")
+	p := loadProject(t, nil, "demo", "cluster")
 	runs := 0
 	for _, s := range p.Services {
 		if s.Image != "clickagg:dev" {
@@ -1044,13 +1045,18 @@ func TestComposeClickaggAddresses(t *testing.T) {
 			t.Errorf("%s: command %q: add what it needs to clickaggNeeds", s.Name, s.Command)
 			continue
 		}
+		ch := types.ServiceConfig{}
 		for key, want := range needs {
-			v := hostPort(envValue(t, s, key))
-			if v != want {
-				t.Errorf("%s: %s = %q, want %s", s.Name, key, v, want)
+			host, port, err := net.SplitHostPort(hostPort(envValue(t, s, key)))
+			target, known := p.Services[host]
+			if name, _ := splitImage(target.Image); err != nil || !known || name != want[0] || port != want[1] {
+				t.Errorf("%s: %s = %q, want a %s service's port %s", s.Name, key, envValue(t, s, key), want[0], want[1])
+			}
+			if key == "CLICKAGG_CLICKHOUSE_NATIVE" {
+				ch = target
 			}
 		}
-		if _, ok := needs["CLICKAGG_CLICKHOUSE_NATIVE"]; ok {
+		if _, ok := needs["CLICKAGG_CLICKHOUSE_NATIVE"]; ok && ch.Name != "" {
 			for appKey, chKey := range map[string]string{
 				"CLICKAGG_CLICKHOUSE_DATABASE": "CLICKHOUSE_DB",
 				"CLICKAGG_CLICKHOUSE_USER":     "CLICKHOUSE_USER",
@@ -1071,8 +1077,8 @@ func TestComposeClickaggAddresses(t *testing.T) {
 			}
 		}
 	}
-	if runs < 4 {
-		t.Errorf("%d services run clickagg, want clickagg, kafka-enable and the two generators", runs)
+	if runs < 5 {
+		t.Errorf("%d services run clickagg, want clickagg, kafka-enable, the two generators and clickagg-cluster", runs)
 	}
 }
 
@@ -1155,5 +1161,137 @@ func TestComposeClickHouseHealthcheck(t *testing.T) {
 	}
 	if err := run(start(t, true)); err != nil {
 		t.Errorf("the healthcheck failed against a server listening on every address: %v", err)
+	}
+}
+
+// clusterXML is what TestComposeCluster reads of deploy/clickhouse/cluster.
+type clusterXML struct {
+	ZooKeeper struct {
+		Node struct {
+			Host string `xml:"host"`
+			Port string `xml:"port"`
+		} `xml:"node"`
+	} `xml:"zookeeper"`
+	DDL     string `xml:"distributed_ddl>path"`
+	Servers struct {
+		Clusters []struct {
+			XMLName xml.Name
+			Shards  []struct {
+				Internal string `xml:"internal_replication"`
+				Replicas []struct {
+					Host     string `xml:"host"`
+					Port     string `xml:"port"`
+					User     string `xml:"user"`
+					Password struct {
+						FromEnv string `xml:"from_env,attr"`
+					} `xml:"password"`
+				} `xml:"replica"`
+			} `xml:"shard"`
+		} `xml:",any"`
+	} `xml:"remote_servers"`
+	Macros struct {
+		Cluster string `xml:"cluster"`
+		Shard   string `xml:"shard"`
+		Replica string `xml:"replica"`
+	} `xml:"macros"`
+	InterserverHost string `xml:"interserver_http_host"`
+	Keeper          struct {
+		TCPPort string `xml:"tcp_port"`
+		Servers []struct {
+			Hostname string `xml:"hostname"`
+		} `xml:"raft_configuration>server"`
+	} `xml:"keeper_server"`
+}
+
+func readClusterXML(t *testing.T, path string) clusterXML {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c clusterXML
+	if err := xml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c
+}
+
+// TestComposeCluster: the cluster profile's Keeper, four nodes and clickagg
+// agree with each other: remote_servers names the node services by their
+// host names, each node mounts the shared cluster config and macros whose
+// shard and replica are its place there (replica names unique), Keeper is
+// where the nodes look for it, and clickagg-cluster's shards are
+// remote_servers' in order, with a Redis database of its own.
+func TestComposeCluster(t *testing.T) {
+	p := loadProject(t, nil, "cluster")
+	single := service(t, p, "clickhouse")
+	c := readClusterXML(t, filepath.Join(repoRoot(t), "deploy", "clickhouse", "cluster", "cluster.xml"))
+	if len(c.Servers.Clusters) != 1 || c.Servers.Clusters[0].XMLName.Local != "clickagg" {
+		t.Fatalf("remote_servers: want one cluster named clickagg, got %+v", c.Servers.Clusters)
+	}
+	keeper := service(t, p, "keeper")
+	k := readClusterXML(t, filepath.Join(repoRoot(t), "deploy", "clickhouse", "cluster", "keeper.xml"))
+	if c.ZooKeeper.Node.Host != keeper.Hostname || c.ZooKeeper.Node.Port != k.Keeper.TCPPort || len(k.Keeper.Servers) != 1 || k.Keeper.Servers[0].Hostname != keeper.Hostname {
+		t.Errorf("the nodes look for Keeper at %s:%s; Keeper is %s, port %s, raft %+v", c.ZooKeeper.Node.Host, c.ZooKeeper.Node.Port, keeper.Hostname, k.Keeper.TCPPort, k.Keeper.Servers)
+	}
+	if c.DDL == "" {
+		t.Error("no distributed_ddl path: ON CLUSTER statements would not run")
+	}
+	var shards []string
+	replicas := map[string]bool{}
+	for si, shard := range c.Servers.Clusters[0].Shards {
+		if shard.Internal != "true" {
+			t.Errorf("shard %d: internal_replication %q, want true (the tables replicate themselves)", si+1, shard.Internal)
+		}
+		var urls []string
+		for _, r := range shard.Replicas {
+			node := service(t, p, r.Host)
+			urls = append(urls, "http://"+r.Host+":8123")
+			if node.Hostname != r.Host || node.Image != single.Image || r.Port != "9000" || r.User != envValue(t, node, "CLICKHOUSE_USER") || r.Password.FromEnv != "CLICKHOUSE_PASSWORD" {
+				t.Errorf("replica %s: hostname %q, image %q, port %s, user %q, password from %q", r.Host, node.Hostname, node.Image, r.Port, r.User, r.Password.FromEnv)
+			}
+			if d, ok := node.DependsOn["keeper"]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s does not wait for Keeper", r.Host)
+			}
+			mounts := map[string]string{}
+			for _, v := range node.Volumes {
+				mounts[v.Target] = v.Source
+			}
+			if !strings.HasSuffix(mounts["/etc/clickhouse-server/config.d/cluster.xml"], filepath.Join("cluster", "cluster.xml")) {
+				t.Errorf("%s does not mount cluster.xml", r.Host)
+			}
+			macros := mounts["/etc/clickhouse-server/config.d/macros.xml"]
+			if macros == "" {
+				t.Errorf("%s mounts no macros", r.Host)
+				continue
+			}
+			m := readClusterXML(t, macros)
+			if m.Macros.Shard != fmt.Sprintf("%02d", si+1) || m.Macros.Cluster != "clickagg" || m.InterserverHost != r.Host || replicas[m.Macros.Replica] {
+				t.Errorf("%s: macros %+v, interserver host %q; want shard %02d, a replica name of its own, its host name", r.Host, m.Macros, m.InterserverHost, si+1)
+			}
+			replicas[m.Macros.Replica] = true
+		}
+		shards = append(shards, strings.Join(urls, ","))
+	}
+	if len(shards) != 2 || len(replicas) != 4 {
+		t.Errorf("%d shards, %d replicas: want 2 x 2", len(shards), len(replicas))
+	}
+	app := service(t, p, "clickagg-cluster")
+	if got := envValue(t, app, "CLICKAGG_CLICKHOUSE_SHARDS"); got != strings.Join(shards, " ") {
+		t.Errorf("CLICKAGG_CLICKHOUSE_SHARDS = %q, want remote_servers' order %q", got, strings.Join(shards, " "))
+	}
+	if envValue(t, app, "CLICKAGG_CLICKHOUSE_CLUSTER") != "clickagg" {
+		t.Error("clickagg-cluster does not name the cluster")
+	}
+	for _, node := range []string{"ch-s1r1", "ch-s1r2", "ch-s2r1", "ch-s2r2", "redis"} {
+		if d, ok := app.DependsOn[node]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("clickagg-cluster does not wait for %s to be healthy", node)
+		}
+	}
+	if db := envValue(t, app, "CLICKAGG_REDIS_DB"); db == "" || db == "0" {
+		t.Errorf("clickagg-cluster caches in Redis database %q, the single server's: their answers would mix", db)
+	}
+	if !slices.Contains(p.Services["clickagg-cluster"].Profiles, "cluster") {
+		t.Error("clickagg-cluster runs without the cluster profile")
 	}
 }

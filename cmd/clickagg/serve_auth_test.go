@@ -73,7 +73,10 @@ func TestServeAuth(t *testing.T) {
 			t.Errorf("%s %s with %q: %d %s, want %d", tc.method, tc.path, tc.token, code, body, tc.want)
 		}
 	}
-	// The built-in generator authenticates with the first ingest token.
+	// The built-in generator authenticates with the first ingest token: its
+	// batches (100 events each at this rate) are accepted, and the only
+	// 401s are the two above (/metrics below). How many batches a second
+	// of generation makes depends on the machine's load: not asserted.
 	var status struct{ Collector struct{ Accepted int64 } }
 	for {
 		code, body := call("GET", "/v1/ingest/status", "query-token-1", "")
@@ -81,12 +84,12 @@ func TestServeAuth(t *testing.T) {
 			t.Fatalf("status with the query token: %d %s", code, body)
 		}
 		json.Unmarshal([]byte(body), &status)
-		if status.Collector.Accepted >= 900 || time.Now().After(deadline) {
+		if status.Collector.Accepted > 100 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if status.Collector.Accepted < 900 {
+	if status.Collector.Accepted <= 100 {
 		t.Errorf("generator's events accepted: %d", status.Collector.Accepted)
 	}
 	code, metrics := call("GET", "/metrics", "query-token-1", "")
