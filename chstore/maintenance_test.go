@@ -78,7 +78,9 @@ func TestRetentionOnCluster(t *testing.T) {
 	}
 	for _, n := range db.Cluster.Nodes {
 		node := db.Node(n)
-		waitFor(t, func() bool { return testenv.QueryString(t, node, "SELECT countIf(raw = 'x') FROM dead_letters_local") == "0" })
+		waitFor(t, func() bool {
+			return testenv.QueryString(t, node, "SELECT countIf(raw = 'x') FROM dead_letters_local") == "0"
+		})
 	}
 	if c := testenv.QueryString(t, db.Node(db.Cluster.Nodes[0]), "SELECT groupArray(raw) FROM dead_letters"); c != "['y']" {
 		t.Errorf("dead letters left: %s", c)
