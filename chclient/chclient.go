@@ -148,6 +148,19 @@ func Open(o Options) (driver.Conn, error) {
 	return conn, nil
 }
 
+// ReadSettings is the SETTINGS clause for a query of o's database: on a
+// cluster, reads through Distributed tables go to each shard's first
+// replica (load_balancing in_order) as inserts do (ingestor.Failover starts
+// there), so an answer includes what was just committed, where a random
+// replica may not have fetched it yet. Empty on one server. (18.16's native
+// protocol carries only numeric settings, hence SQL.)
+func (o Options) ReadSettings() string {
+	if o.Cluster == "" {
+		return ""
+	}
+	return " SETTINGS load_balancing = 'in_order'"
+}
+
 // OpenNative is Open followed by a ping.
 func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
 	o = o.WithDefaults()

@@ -23,7 +23,7 @@ func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at 
 	if err := s.waitInserts(ctx, time.Minute); err != nil {
 		return 0, fmt.Errorf("load recent ids: %w", err)
 	}
-	rows, err := s.conn.Query(ctx, "SELECT received_at, fingerprint FROM recent_event_ids WHERE received_at >= toDateTime(?) ORDER BY received_at", since.Unix())
+	rows, err := s.conn.Query(ctx, "SELECT received_at, fingerprint FROM recent_event_ids WHERE received_at >= toDateTime(?) ORDER BY received_at"+s.settings(), since.Unix())
 	if err != nil {
 		return 0, fmt.Errorf("load recent ids: %w", err)
 	}

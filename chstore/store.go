@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
 )
 
 // TopKCapacity is the parameter of the top_ads_minute sketch: approximate
@@ -110,7 +111,7 @@ func where(r clickagg.Range, f clickagg.Filter, withAd bool) (string, []any) {
 func (s *Store) query(ctx context.Context, sql string, args []any, scan func(driver.Rows) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.o.QueryTimeout)
 	defer cancel()
-	rows, err := s.conn.Query(ctx, sql, args...)
+	rows, err := s.conn.Query(ctx, sql+s.settings(), args...)
 	if err != nil {
 		return fmt.Errorf("query clickhouse: %w", err)
 	}
@@ -125,6 +126,10 @@ func (s *Store) query(ctx context.Context, sql string, args []any, scan func(dri
 	}
 	return nil
 }
+
+// settings ends every query: on a cluster, read each shard's first
+// replica, where inserts go (chclient.Options.ReadSettings).
+func (s *Store) settings() string { return chclient.Options{Cluster: s.o.Cluster}.ReadSettings() }
 
 // Tables of the two cubes. The filter cube drops ad and campaign, so it is
 // orders of magnitude smaller than the ad cube and sorted for dimension

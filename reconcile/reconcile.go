@@ -33,6 +33,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/schema"
 )
 
@@ -185,7 +186,7 @@ func (r *Reconciler) finish(rep Report, fix, wrote bool, err error, changed clic
 func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, tr *TableReport) (n int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
 	defer cancel()
-	rows, err := r.conn.Query(ctx, t.reportSQL(), t.args(from, to)...)
+	rows, err := r.conn.Query(ctx, t.reportSQL()+r.settings(), t.args(from, to)...)
 	if err != nil {
 		return 0, fmt.Errorf("compare %s: %w", t.name, err)
 	}
@@ -241,11 +242,15 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, t
 func (r *Reconciler) correct(ctx context.Context, t table, from, to time.Time) error {
 	ctx, cancel := context.WithTimeout(r.writes(ctx), r.o.QueryTimeout)
 	defer cancel()
-	if err := r.conn.Exec(ctx, t.correctSQL(), t.args(from, to)...); err != nil {
+	if err := r.conn.Exec(ctx, t.correctSQL()+r.settings(), t.args(from, to)...); err != nil {
 		return fmt.Errorf("correct %s: %w", t.name, err)
 	}
 	return nil
 }
+
+// settings ends every statement: on a cluster both sides are read from
+// each shard's first replica, where inserts go.
+func (r *Reconciler) settings() string { return chclient.Options{Cluster: r.o.Cluster}.ReadSettings() }
 
 // writes is ctx for statements that write: on a cluster an INSERT into a
 // Distributed table returns only once every shard has its rows (18.16
@@ -273,7 +278,7 @@ func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
 			if err := r.conn.Exec(ctx, drop+partition(d)); err != nil {
 				return fmt.Errorf("drop top_ads_minute partition %s: %w", partition(d), err)
 			}
-			if err := r.conn.Exec(ctx, topAdsSQL, d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {
+			if err := r.conn.Exec(ctx, topAdsSQL+r.settings(), d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {
 				return fmt.Errorf("rebuild top_ads_minute of %s: %w", d.Format(time.DateOnly), err)
 			}
 			return nil
