@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run run-cluster cluster-down services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
+.PHONY: all build run run-cluster cluster-down bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
 
 all: build
 
@@ -92,6 +92,11 @@ HTTP_SECONDS ?= 15
 bench-http:
 	command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk
 	benchmarks/http.sh $(HTTP_SECONDS)
+
+# Ingest and questions on one server and on local clusters (1x1, 2x1, 2x2).
+CLUSTER_EVENTS ?= 1000000
+bench-cluster: build
+	benchmarks/cluster.sh $(CLUSTER_EVENTS)
 
 # Every benchmark, full size (about 10 minutes), or small for development.
 bench: bench-go bench-ingest bench-query bench-http bench-kafka

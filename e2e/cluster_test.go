@@ -23,22 +23,8 @@ import (
 func TestClusterAnswersEqual(t *testing.T) {
 	one := newStack(t, 0)
 	cl := newClusterStack(t)
-	r := rand.New(rand.NewPCG(11, 12))
 	now := time.Now().UTC()
-	var lines [][]byte
-	var valid []event
-	for i := range 3000 {
-		e := randomEvent(r, i, now, 3*time.Hour)
-		switch {
-		case i%97 == 0:
-			e.bad = "country"
-		case i%13 == 0 && len(valid) > 0:
-			e = valid[r.IntN(len(valid))] // a resend
-		default:
-			valid = append(valid, e)
-		}
-		lines = append(lines, e.json())
-	}
+	lines, _ := mixedStream(rand.New(rand.NewPCG(11, 12)), 3000, now, 3*time.Hour)
 	for i := 0; i < len(lines); i += 250 {
 		batch := lines[i:min(i+250, len(lines))]
 		a, b := one.post(batch), cl.post(batch)
@@ -91,6 +77,24 @@ func TestClusterAnswersEqual(t *testing.T) {
 	if all := testenv.QueryString(t, db.Node(db.Cluster.Nodes[0]), "SELECT count() FROM events"); fmt.Sprint(total) != all {
 		t.Errorf("shards hold %d rows, the Distributed table %s", total, all)
 	}
+}
+
+// mixedStream is n events over the span before now: about 1 in 12 a resend
+// of an earlier one, 1 in 100 broken; valid are the distinct valid ones.
+func mixedStream(r *rand.Rand, n int, now time.Time, span time.Duration) (lines [][]byte, valid []event) {
+	for i := range n {
+		e := randomEvent(r, i, now, span)
+		switch {
+		case i%97 == 0:
+			e.bad = "country"
+		case i%13 == 0 && len(valid) > 0:
+			e = valid[r.IntN(len(valid))] // a resend
+		default:
+			valid = append(valid, e)
+		}
+		lines = append(lines, e.json())
+	}
+	return lines, valid
 }
 
 // uncached GETs a route past the cache and decodes it, without the fields

@@ -145,18 +145,7 @@ func TestFaultClusterZooKeeperDown(t *testing.T) {
 
 	// Commits already past ZooKeeper may be answered just after it went: the
 	// outage proper starts a few seconds in.
-	attempts, n503, noRetry, ok200 := outageAttempts(l, downAt.Add(5*time.Second), backAt)
-	if n503 == 0 || noRetry > 0 || ok200 > 0 {
-		t.Errorf("during the outage: %d attempts, %d 503 (%d without Retry-After), %d 200", attempts, n503, noRetry, ok200)
-	}
-	if bad := unexpected(l); len(bad) > 0 {
-		t.Errorf("%d attempts got neither 200 nor 503 with Retry-After, e.g. %v", len(bad), bad[:min(3, len(bad))])
-	}
-	if len(l.mismatches) > 0 {
-		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
-	}
-	waitReplicated(t, db)
-	checkStored(t, db.Node(db.Cluster.Nodes[0]), l.events())
+	attempts := checkOutage(t, db, l, downAt.Add(5*time.Second), backAt)
 	t.Logf("ZooKeeper down 20 s: %d attempts in the outage, all 503 with Retry-After; first 200 %v after ZooKeeper was back; %d events acknowledged, each counted once (%d resends recognised, %d events of 503 answers found committed)",
 		attempts, firstAck.Sub(backAt).Round(time.Millisecond), len(l.acked), l.resent, l.lateDups)
 }
@@ -199,9 +188,24 @@ func TestFaultClusterShardDown(t *testing.T) {
 	firstAck := l.firstAckAfter(backAt)
 	stop()
 
-	attempts, n503, noRetry, ok200 := outageAttempts(l, stoppedAt, backAt)
+	// 300-event batches always hold events of both shards: all refused.
+	attempts := checkOutage(t, db, l, stoppedAt, backAt)
+	if l.lateDups == 0 {
+		t.Error("no event of the healthy shard committed under a 503 came back as a duplicate: the partial commits went unseen")
+	}
+	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates",
+		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups)
+}
+
+// checkOutage checks the attempts answered between from and to were all
+// 503 with Retry-After, every other answer sane, and, once the replicas are
+// in step, every acknowledged event counted once. It returns the attempts
+// of the outage.
+func checkOutage(t *testing.T, db testenv.ClusterDB, l *ledger, from, to time.Time) int {
+	t.Helper()
+	attempts, n503, noRetry, ok200 := outageAttempts(l, from, to)
 	if n503 == 0 || noRetry > 0 || ok200 > 0 {
-		t.Errorf("while the shard was down: %d attempts, %d 503 (%d without Retry-After), %d 200 (300-event batches always hold events of both shards)", attempts, n503, noRetry, ok200)
+		t.Errorf("during the outage: %d attempts, %d 503 (%d without Retry-After), %d 200", attempts, n503, noRetry, ok200)
 	}
 	if bad := unexpected(l); len(bad) > 0 {
 		t.Errorf("%d attempts got neither 200 nor 503 with Retry-After, e.g. %v", len(bad), bad[:min(3, len(bad))])
@@ -211,11 +215,7 @@ func TestFaultClusterShardDown(t *testing.T) {
 	}
 	waitReplicated(t, db)
 	checkStored(t, db.Node(db.Cluster.Nodes[0]), l.events())
-	if l.lateDups == 0 {
-		t.Error("no event of the healthy shard committed under a 503 came back as a duplicate: the partial commits went unseen")
-	}
-	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates",
-		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups)
+	return attempts
 }
 
 // waitReplicated waits until every shard's replicas hold the same rows, so

@@ -37,22 +37,8 @@ const moveDone = "SELECT count() FROM cluster('clickagg', system, replication_qu
 // each event on its shard.
 func TestMoveToCluster(t *testing.T) {
 	one := newStack(t, 0)
-	r := rand.New(rand.NewPCG(21, 22))
 	now := time.Now().UTC()
-	var lines [][]byte
-	var valid []event
-	for i := range 2000 {
-		e := randomEvent(r, i, now, 2*time.Hour)
-		switch {
-		case i%101 == 0:
-			e.bad = "country"
-		case i%11 == 0 && len(valid) > 0:
-			e = valid[r.IntN(len(valid))]
-		default:
-			valid = append(valid, e)
-		}
-		lines = append(lines, e.json())
-	}
+	lines, valid := mixedStream(rand.New(rand.NewPCG(21, 22)), 2000, now, 2*time.Hour)
 	one.send(lines, 200, 2)
 
 	db := testenv.MigratedCluster(t)
