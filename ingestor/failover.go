@@ -3,6 +3,7 @@ package ingestor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 )
 
@@ -37,19 +38,29 @@ func NewFailover(urls []string, o HTTPOptions) (*Failover, error) {
 }
 
 // Insert implements Transport: each replica once at most, starting with
-// the last that answered; the last error when none takes the block.
+// the last that answered. When none takes the block, the error is the
+// first that lost its answer, if any: the block may be in the shard then
+// (a replica stopping took it and closed the connection, the next one
+// refused the dial), and a caller that saw only the last error would let
+// the events be resent as new ones and counted twice.
 func (f *Failover) Insert(ctx context.Context, query string, block []byte) error {
 	start := int(f.current.Load())
-	var err error
+	var err, lost error
 	for i := range f.replicas {
 		r := (start + i) % len(f.replicas)
 		if err = f.replicas[r].Insert(ctx, query, block); err == nil {
 			f.current.Store(int32(r))
 			return nil
 		}
-		if !Temporary(err) || ctx.Err() != nil {
-			return err
+		if lost == nil && answerLost(err) {
+			lost = err
 		}
+		if !Temporary(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	if lost != nil && lost != err {
+		return fmt.Errorf("%w (then %s)", lost, err.Error())
 	}
 	return err
 }

@@ -137,8 +137,9 @@ type Stats struct {
 	Blocks        int64 `json:"blocks"`        // blocks committed
 	FailedBlocks  int64 `json:"failed_blocks"` // blocks whose INSERT failed for good
 	Retries       int64 `json:"retries"`
-	// Recovered counts blocks whose INSERT answer was lost but which a
-	// probe found in the table: not inserted again.
+	// Recovered counts blocks whose INSERT answer was lost and which are
+	// in the table once: found by a probe (not inserted again), or on a
+	// Deduplicated table sent again as they were and taken.
 	Recovered int64 `json:"recovered"`
 }
 
@@ -492,6 +493,9 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 	}
 	if in.o.Hooks != nil {
 		in.o.Hooks.OnFlush(FlushInfo{Rows: rows.Len(), Bytes: len(buf.Buf), Attempts: attempt, Duration: time.Since(start), Err: err})
+	}
+	if err == nil && lost {
+		in.recovered.Add(1)
 	}
 	if err != nil {
 		err = fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)

@@ -20,7 +20,7 @@ var (
 	dFailed        = desc("clickagg_ingest_failed_rows_total", "Rows whose INSERT failed for good (their requests got 503 or 500).")
 	dRetries       = desc("clickagg_clickhouse_insert_retries_total", "INSERT attempts retried after a temporary failure.")
 	dCHErrors      = desc("clickagg_clickhouse_errors_total", "Errors from ClickHouse: failed blocks on the insert path, failed drains of kafka_inbox.", "path")
-	dRecovered     = desc("clickagg_clickhouse_recovered_blocks_total", "Blocks whose INSERT answer was lost but which were found committed (not sent again).")
+	dRecovered     = desc("clickagg_clickhouse_recovered_blocks_total", "Blocks whose INSERT answer was lost and which are in the table once: found committed, or on a cluster sent again as they were and deduplicated.")
 	dHitRatio      = desc("clickagg_cache_hit_ratio", "Cache hits / (hits + misses) since start.")
 	dCacheLookups  = desc("clickagg_cache_lookups_total", "Cache lookups by outcome.", "outcome")
 	dRedisErrors   = desc("clickagg_redis_errors_total", "Failed or timed-out Redis calls and unreadable entries (answered from ClickHouse instead).")
