@@ -24,8 +24,12 @@ import (
 // Options locate a ClickHouse server. The zero value is a local server's
 // default ports and the clickagg database.
 type Options struct {
-	HTTP        string        // HTTP interface URL; default http://127.0.0.1:8123
-	Native      string        // native protocol host:port; default 127.0.0.1:9000
+	HTTP string // HTTP interface URL; default http://127.0.0.1:8123
+	// Native is the native protocol's host:port, default 127.0.0.1:9000;
+	// on a cluster a comma-separated list, tried in order for every new
+	// connection, so schema, queries and the Kafka drain go on when a node
+	// is down.
+	Native      string
 	Database    string        // default "clickagg"
 	User        string        // default "default"
 	Password    string        // never logged
@@ -104,7 +108,7 @@ func (o Options) Validate() error {
 	return clickagg.FirstError(
 		shards,
 		CheckURL("HTTP", o.HTTP),
-		CheckHostPort("Native", o.Native),
+		checkHostPorts("Native", o.Native),
 		clickagg.NotEmpty("Database", o.Database),
 		clickagg.NotEmpty("User", o.User),
 		clickagg.Positive("DialTimeout", o.DialTimeout),
@@ -116,6 +120,16 @@ func CheckURL(field, s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return &clickagg.ConfigError{Field: field, Value: strconv.Quote(s), Want: "an http:// or https:// URL with a host"}
+	}
+	return nil
+}
+
+// checkHostPorts refuses anything but host:port[,host:port...].
+func checkHostPorts(field, s string) error {
+	for _, a := range strings.Split(s, ",") {
+		if CheckHostPort(field, a) != nil {
+			return &clickagg.ConfigError{Field: field, Value: strconv.Quote(s), Want: "host:port[,host:port...]"}
+		}
 	}
 	return nil
 }
@@ -136,11 +150,12 @@ func CheckHostPort(field, s string) error {
 func Open(o Options) (driver.Conn, error) {
 	o = o.WithDefaults()
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{o.Native},
-		Auth:        clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
-		DialTimeout: o.DialTimeout,
-		TLS:         o.TLS,
-		ReadTimeout: 5 * time.Minute, // a safety net; callers bound queries by ctx
+		Addr:             strings.Split(o.Native, ","),
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+		Auth:             clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
+		DialTimeout:      o.DialTimeout,
+		TLS:              o.TLS,
+		ReadTimeout:      5 * time.Minute, // a safety net; callers bound queries by ctx
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", o.Native, err)
@@ -161,6 +176,17 @@ func (o Options) ReadSettings() string {
 	return " SETTINGS load_balancing = 'in_order'"
 }
 
+// WriteContext is ctx for statements of o's database that write: on a
+// cluster an INSERT into a Distributed table returns only once every shard
+// has its rows (18.16 queues them and returns at once by default). ctx
+// itself on one server.
+func (o Options) WriteContext(ctx context.Context) context.Context {
+	if o.Cluster == "" {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+}
+
 // OpenNative is Open followed by a ping.
 func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
 	o = o.WithDefaults()
@@ -173,6 +199,58 @@ func OpenNative(ctx context.Context, o Options) (driver.Conn, error) {
 		return nil, fmt.Errorf("ping clickhouse %s: %w", o.Native, err)
 	}
 	return conn, nil
+}
+
+// OpenShards opens a connection pool per shard of o.Cluster (Open, lazy),
+// to the shard's replicas in order, as remote_servers on the node behind
+// conn names them (host and native port), with o's database, credentials
+// and TLS: for work that belongs on each shard's own tables. The caller
+// closes them.
+func OpenShards(ctx context.Context, conn driver.Conn, o Options) ([]driver.Conn, error) {
+	rows, err := conn.Query(ctx, "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", o.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", o.Cluster, err)
+	}
+	defer rows.Close()
+	var addrs [][]string
+	for rows.Next() {
+		var (
+			shard uint32
+			host  string
+			port  uint16
+		)
+		if err := rows.Scan(&shard, &host, &port); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", o.Cluster, err)
+		}
+		for len(addrs) < int(shard) {
+			addrs = append(addrs, nil)
+		}
+		addrs[shard-1] = append(addrs[shard-1], net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", o.Cluster, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("cluster %s: not in remote_servers", o.Cluster)
+	}
+	var conns []driver.Conn
+	for i, a := range addrs {
+		so := o
+		so.Native, so.Cluster, so.Shards = strings.Join(a, ","), "", nil
+		var c driver.Conn
+		err := fmt.Errorf("cluster %s: shard %d has no replica", o.Cluster, i+1)
+		if len(a) > 0 {
+			c, err = Open(so)
+		}
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
 }
 
 // EnsureDatabase creates o.Database when it does not exist. It connects to

@@ -1047,13 +1047,16 @@ func TestComposeClickaggAddresses(t *testing.T) {
 		}
 		ch := types.ServiceConfig{}
 		for key, want := range needs {
-			host, port, err := net.SplitHostPort(hostPort(envValue(t, s, key)))
-			target, known := p.Services[host]
-			if name, _ := splitImage(target.Image); err != nil || !known || name != want[0] || port != want[1] {
-				t.Errorf("%s: %s = %q, want a %s service's port %s", s.Name, key, envValue(t, s, key), want[0], want[1])
-			}
-			if key == "CLICKAGG_CLICKHOUSE_NATIVE" {
-				ch = target
+			// A cluster's native addresses are a list, tried in order.
+			for _, addr := range strings.Split(envValue(t, s, key), ",") {
+				host, port, err := net.SplitHostPort(hostPort(addr))
+				target, known := p.Services[host]
+				if name, _ := splitImage(target.Image); err != nil || !known || name != want[0] || port != want[1] {
+					t.Errorf("%s: %s = %q, want a %s service's port %s", s.Name, key, envValue(t, s, key), want[0], want[1])
+				}
+				if key == "CLICKAGG_CLICKHOUSE_NATIVE" && ch.Name == "" {
+					ch = target
+				}
 			}
 		}
 		if _, ok := needs["CLICKAGG_CLICKHOUSE_NATIVE"]; ok && ch.Name != "" {
@@ -1237,7 +1240,7 @@ func TestComposeCluster(t *testing.T) {
 	if c.DDL == "" {
 		t.Error("no distributed_ddl path: ON CLUSTER statements would not run")
 	}
-	var shards []string
+	var shards, natives []string
 	replicas := map[string]bool{}
 	for si, shard := range c.Servers.Clusters[0].Shards {
 		if shard.Internal != "true" {
@@ -1247,6 +1250,7 @@ func TestComposeCluster(t *testing.T) {
 		for _, r := range shard.Replicas {
 			node := service(t, p, r.Host)
 			urls = append(urls, "http://"+r.Host+":8123")
+			natives = append(natives, r.Host+":9000")
 			if node.Hostname != r.Host || node.Image != single.Image || r.Port != "9000" || r.User != envValue(t, node, "CLICKHOUSE_USER") || r.Password.FromEnv != "CLICKHOUSE_PASSWORD" {
 				t.Errorf("replica %s: hostname %q, image %q, port %s, user %q, password from %q", r.Host, node.Hostname, node.Image, r.Port, r.User, r.Password.FromEnv)
 			}
@@ -1280,6 +1284,9 @@ func TestComposeCluster(t *testing.T) {
 	if got := envValue(t, app, "CLICKAGG_CLICKHOUSE_SHARDS"); got != strings.Join(shards, " ") {
 		t.Errorf("CLICKAGG_CLICKHOUSE_SHARDS = %q, want remote_servers' order %q", got, strings.Join(shards, " "))
 	}
+	if got := envValue(t, app, "CLICKAGG_CLICKHOUSE_NATIVE"); got != strings.Join(natives, ",") {
+		t.Errorf("CLICKAGG_CLICKHOUSE_NATIVE = %q, want every node %q, so that queries go on when one is down", got, strings.Join(natives, ","))
+	}
 	if envValue(t, app, "CLICKAGG_CLICKHOUSE_CLUSTER") != "clickagg" {
 		t.Error("clickagg-cluster does not name the cluster")
 	}
@@ -1291,7 +1298,21 @@ func TestComposeCluster(t *testing.T) {
 	if db := envValue(t, app, "CLICKAGG_REDIS_DB"); db == "" || db == "0" {
 		t.Errorf("clickagg-cluster caches in Redis database %q, the single server's: their answers would mix", db)
 	}
+	// The cluster consumes the topic on every node, as a group of its own:
+	// sharing the single server's group would split the topic between them.
+	ke, kc := service(t, p, "kafka-enable"), service(t, p, "kafka-enable-cluster")
+	if envValue(t, kc, "CLICKAGG_CLICKHOUSE_CLUSTER") != "clickagg" || flagValue(kc.Command, "--group") == flagValue(ke.Command, "--group") {
+		t.Errorf("kafka-enable-cluster: cluster %q, group %q (the single server's: %q)", envValue(t, kc, "CLICKAGG_CLICKHOUSE_CLUSTER"), flagValue(kc.Command, "--group"), flagValue(ke.Command, "--group"))
+	}
 	if !slices.Contains(p.Services["clickagg-cluster"].Profiles, "cluster") {
 		t.Error("clickagg-cluster runs without the cluster profile")
 	}
+}
+
+// flagValue is the argument after name in a command, "" if absent.
+func flagValue(cmd []string, name string) string {
+	if i := slices.Index(cmd, name); i >= 0 && i+1 < len(cmd) {
+		return cmd[i+1]
+	}
+	return ""
 }

@@ -24,7 +24,7 @@ func TestClusterAnswersEqual(t *testing.T) {
 	one := newStack(t, 0)
 	cl := newClusterStack(t)
 	now := time.Now().UTC()
-	lines, _ := mixedStream(rand.New(rand.NewPCG(11, 12)), 3000, now, 3*time.Hour)
+	lines, _ := mixedStream(rand.New(rand.NewPCG(11, 12)), 0, 3000, now, 3*time.Hour)
 	for i := 0; i < len(lines); i += 250 {
 		batch := lines[i:min(i+250, len(lines))]
 		a, b := one.post(batch), cl.post(batch)
@@ -79,10 +79,12 @@ func TestClusterAnswersEqual(t *testing.T) {
 	}
 }
 
-// mixedStream is n events over the span before now: about 1 in 12 a resend
-// of an earlier one, 1 in 100 broken; valid are the distinct valid ones.
-func mixedStream(r *rand.Rand, n int, now time.Time, span time.Duration) (lines [][]byte, valid []event) {
-	for i := range n {
+// mixedStream is n events over the span before now, numbered from first
+// (their ids unique across calls with distinct numbers): about 1 in 12 a
+// resend of an earlier one of the call, 1 in 100 broken; valid are the
+// distinct valid ones.
+func mixedStream(r *rand.Rand, first, n int, now time.Time, span time.Duration) (lines [][]byte, valid []event) {
+	for i := first; i < first+n; i++ {
 		e := randomEvent(r, i, now, span)
 		switch {
 		case i%97 == 0:

@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/services"
 )
 
@@ -81,12 +85,14 @@ func TestFaultClusterReplicaKilled(t *testing.T) {
 	}
 	waitReplicated(t, db)
 	caughtUp := time.Since(restartAt)
+	fixed := reconcileCluster(t, db, killAt.Add(-35*time.Minute)) // the feeders spread events over 30 minutes
 	dupRows := checkStored(t, survivor, l.events())
 	if dupRows < l.resent {
 		t.Errorf("%d rows stored as duplicates, want at least %d resends", dupRows, l.resent)
 	}
-	t.Logf("replica of each shard killed: first 200 %v after the kill; %d 503s in all; %d events acknowledged, %d of them out of reach while the killed replicas were down (taken by them, not yet replicated); restarted, the replicas were in step after %v and every event counted once (%d resends recognised)",
-		firstAck.Sub(killAt).Round(time.Millisecond), n503, len(l.acked), len(l.acked)-visible, caughtUp.Round(time.Millisecond), l.resent)
+	st := s.ingestStats()
+	t.Logf("replica of each shard killed: first 200 %v after the kill; %d 503s in all; %d events acknowledged, %d of them out of reach while the killed replicas were down (taken by them, not yet replicated); restarted, the replicas were in step after %v and every event counted once (%d resends recognised); %d blocks whose answer was lost sent again as they were and landed once, %d retries; reconciliation fixed %d aggregate rows",
+		firstAck.Sub(killAt).Round(time.Millisecond), n503, len(l.acked), len(l.acked)-visible, caughtUp.Round(time.Millisecond), l.resent, st.Recovered, st.Retries, fixed)
 }
 
 // clusterLoad runs feeders against s until the returned stop is called,
@@ -193,8 +199,17 @@ func TestFaultClusterShardDown(t *testing.T) {
 	if l.lateDups == 0 {
 		t.Error("no event of the healthy shard committed under a 503 came back as a duplicate: the partial commits went unseen")
 	}
-	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates",
-		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups)
+	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates; %d blocks whose answer was lost landed once",
+		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups, s.ingestStats().Recovered)
+}
+
+// ingestStats are the server's ingestor totals.
+func (s *stack) ingestStats() ingestor.Stats {
+	var st struct {
+		Ingestor ingestor.Stats `json:"ingestor"`
+	}
+	s.get("/v1/ingest/status", &st)
+	return st.Ingestor
 }
 
 // checkOutage checks the attempts answered between from and to were all
@@ -219,12 +234,14 @@ func checkOutage(t *testing.T, db testenv.ClusterDB, l *ledger, from, to time.Ti
 }
 
 // waitReplicated waits until every shard's replicas hold the same rows, so
-// that a Distributed read sees what was committed on either of them.
+// that a Distributed read sees what was committed on either of them. On a
+// timeout it shows each replica's rows and replication queue.
 func waitReplicated(t *testing.T, db testenv.ClusterDB) {
 	t.Helper()
+	const limit = 90 * time.Second
 	for s := 1; len(db.Cluster.Shard(s)) > 0; s++ {
 		replicas := db.Cluster.Shard(s)
-		waitFor(t, 60*time.Second, "the replicas of a shard in step", func() bool {
+		inStep := func() bool {
 			var first string
 			for i, n := range replicas {
 				got, err := services.Query(context.Background(), n.HTTPURL(), db.Database,
@@ -235,19 +252,74 @@ func waitReplicated(t *testing.T, db testenv.ClusterDB) {
 				first = got
 			}
 			return true
-		})
+		}
+		for deadline := time.Now().Add(limit); !inStep(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().Before(deadline) {
+				continue
+			}
+			for _, n := range replicas {
+				rows, _ := services.Query(context.Background(), n.HTTPURL(), db.Database, "SELECT count() FROM events_local")
+				queue, err := services.Query(context.Background(), n.HTTPURL(), db.Database,
+					"SELECT table, type, new_part_name, num_tries, last_exception FROM system.replication_queue WHERE database = currentDatabase() LIMIT 10")
+				t.Logf("shard %d, %s: %s rows; queue: %s %v", s, n.HTTPURL(), strings.TrimSpace(rows), queue, err)
+			}
+			t.Fatalf("after %v: the replicas of shard %d not in step", limit, s)
+		}
 	}
 }
 
-// logFailures shows the causes the server logged for its 5xx answers when
-// the test failed.
+// reconcileCluster runs reconciliation with fixes over the minutes from
+// from to now, as serve's scheduler does, and returns the rows it fixed: a
+// replica killed after committing an insert into events_local and before
+// writing its views' parts (18.16 writes them after the table) leaves the
+// aggregates short of that block, and a resend to the other replica is
+// deduplicated with its views.
+func reconcileCluster(t *testing.T, db testenv.ClusterDB, from time.Time) int64 {
+	t.Helper()
+	conn, err := chclient.OpenNative(context.Background(), db.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rng := clickagg.Range{From: from.Add(-2 * time.Minute).Truncate(time.Minute), To: time.Now().Add(2 * time.Minute).Truncate(time.Minute)}
+	r, err := reconcile.Open(context.Background(), conn, db.Options(), reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rep, err := r.Run(context.Background(), rng, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range rep.Tables {
+		if tr.Rows > 0 {
+			t.Logf("reconciliation fixed %d rows of %s, e.g. %+v", tr.Rows, tr.Table, tr.Diffs[:min(2, len(tr.Diffs))])
+		}
+	}
+	return rep.Differences()
+}
+
+// logFailures shows the distinct causes the server logged for its 5xx
+// answers when the test failed.
 func logFailures(t *testing.T, s *stack) {
 	if !t.Failed() || s.logs == nil {
 		return
 	}
+	seen := map[string]int{}
+	var order []string
 	for _, r := range s.logs.records(t) {
 		if r["msg"] == "request failed" {
-			t.Logf("request failed: %v %v", r["status"], r["err"])
+			k := fmt.Sprint(r["status"], " ", r["err"])
+			if seen[k] == 0 {
+				order = append(order, k)
+			}
+			seen[k]++
 		}
+	}
+	for _, k := range order[:min(5, len(order))] {
+		t.Logf("request failed (%d times): %.300s", seen[k], k)
+	}
+	if len(order) > 5 {
+		t.Logf("... and %d other causes", len(order)-5)
 	}
 }

@@ -33,6 +33,8 @@ type stack struct {
 	logs *lockedBuffer
 	// cluster, when set, is where the database lives instead of db
 	cluster *testenv.ClusterDB
+	// tune, when set, changes the configuration before each start
+	tune func(*server.Config)
 }
 
 // newStack starts an instance; linger 0 is the tests' default of 10 ms.
@@ -61,6 +63,9 @@ func (s *stack) config() server.Config {
 	c.Kafka.VerifyEvery = 0
 	if s.logs != nil {
 		c.Logger = slog.New(slog.NewJSONHandler(s.logs, nil))
+	}
+	if s.tune != nil {
+		s.tune(&c)
 	}
 	return c
 }

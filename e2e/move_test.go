@@ -38,7 +38,7 @@ const moveDone = "SELECT count() FROM cluster('clickagg', system, replication_qu
 func TestMoveToCluster(t *testing.T) {
 	one := newStack(t, 0)
 	now := time.Now().UTC()
-	lines, valid := mixedStream(rand.New(rand.NewPCG(21, 22)), 2000, now, 2*time.Hour)
+	lines, valid := mixedStream(rand.New(rand.NewPCG(21, 22)), 0, 2000, now, 2*time.Hour)
 	one.send(lines, 200, 2)
 
 	db := testenv.MigratedCluster(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/collector"
 )
 
@@ -36,6 +38,11 @@ type DrainOptions struct {
 	MaxBatch int
 	// Timeout bounds each query; default 30 s.
 	Timeout time.Duration
+	// Cluster is the remote_servers name the database lives on, if any.
+	// There the watermark holds while a replica of the inbox is away or
+	// behind: the rows a node consumed and had not passed on to its
+	// replicas show up when it is back, however late.
+	Cluster string
 	Logger  *slog.Logger
 }
 
@@ -94,16 +101,23 @@ type Drain struct {
 	seen      map[uint64]uint32 // row id → its second, for seconds from forgotten on
 	forgotten uint32            // the ids of seconds before it are forgotten
 	idle      bool              // the last poll found no row since the watermark
-	written   uint32            // watermark last stored
-	writtenAt int64             // drained rows when it was stored
+	checked   time.Time         // when the inbox replicas were last checked
+	reason    string            // why they hold the watermark, if they do
+	// After a hold, the seconds from the held watermark on are counted
+	// again until recheckUntil (recheck, below).
+	recheckFrom  uint32
+	recheckUntil time.Time
+	written      uint32 // watermark last stored
+	writtenAt    int64  // drained rows when it was stored
 
 	mu        sync.Mutex // guards the fields below, read by Stats
 	watermark uint32
 	pending   int64 // rows in the inbox not drained, at the last poll
+	holding   bool
 	lastErr   string
 	rate      [2]mark // drained rows at two times, for RowsPerSec
 
-	drained, accepted, duplicates, rejected, errs atomic.Int64
+	drained, accepted, duplicates, rejected, errs, late atomic.Int64
 }
 
 // NewDrain returns a Drain reading conn's database and writing to sink.
@@ -121,8 +135,14 @@ type DrainStats struct {
 	Duplicates  int64     `json:"duplicates"`
 	Rejected    int64     `json:"rejected"`
 	RowsPerSec  float64   `json:"rows_per_sec"` // drained, over the last few seconds
-	Errors      int64     `json:"errors"`
-	LastError   string    `json:"last_error,omitempty"`
+	// Holding: on a cluster, the watermark waits for a replica of the
+	// inbox that is away or behind (DrainOptions.Cluster).
+	Holding bool `json:"holding,omitempty"`
+	// LateRows were drained after the watermark had passed their second:
+	// found by the recount after a hold.
+	LateRows  int64  `json:"late_rows,omitempty"`
+	Errors    int64  `json:"errors"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Stats returns running totals.
@@ -132,7 +152,7 @@ func (d *Drain) Stats() DrainStats {
 	s := DrainStats{
 		Watermark: time.Unix(int64(d.watermark), 0).UTC(), PendingRows: d.pending,
 		Drained: d.drained.Load(), Accepted: d.accepted.Load(), Duplicates: d.duplicates.Load(),
-		Rejected: d.rejected.Load(), Errors: d.errs.Load(), LastError: d.lastErr,
+		Rejected: d.rejected.Load(), Errors: d.errs.Load(), LastError: d.lastErr, Holding: d.holding, LateRows: d.late.Load(),
 	}
 	if a, b := d.rate[0], d.rate[1]; !a.t.IsZero() && b.t.After(a.t) {
 		s.RowsPerSec = float64(b.n-a.n) / b.t.Sub(a.t).Seconds()
@@ -177,7 +197,13 @@ func (d *Drain) Poll(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	counts, now, err := d.count(ctx)
+	// Checked before counting: rows counted after a check that found every
+	// replica in step include everything older than its lag.
+	hold, err := d.behind(ctx)
+	if err != nil {
+		return false, err
+	}
+	counts, now, err := d.count(ctx, d.countFrom())
 	if err != nil {
 		return false, err
 	}
@@ -204,7 +230,10 @@ func (d *Drain) Poll(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	d.advance(counts, now)
+	if d.o.Logger.Enabled(ctx, slog.LevelDebug) {
+		d.o.Logger.Debug("kafka inbox poll", "watermark", d.watermark, "now", now, "hold", hold, "seconds", len(counts), "need", fmt.Sprint(need), "from", from, "to", to, "recheck_from", d.recheckFrom)
+	}
+	d.advance(counts, now, hold)
 	d.idle = len(counts) == 0
 	return more, d.storeWatermark(ctx)
 }
@@ -219,15 +248,27 @@ type secondCount struct {
 	n   int
 }
 
-// count returns the rows per second from the watermark on, and the
-// server's clock, which stamped them.
-func (d *Drain) count(ctx context.Context) ([]secondCount, uint32, error) {
+// countFrom is the first second to count: the watermark, or while a
+// recheck lasts the watermark a hold kept.
+func (d *Drain) countFrom() uint32 {
+	if d.recheckFrom != 0 && time.Now().After(d.recheckUntil) {
+		d.recheckFrom = 0
+	}
+	if d.recheckFrom != 0 {
+		return min(d.watermark, d.recheckFrom)
+	}
+	return d.watermark
+}
+
+// count returns the rows per second from second from on, and the server's
+// clock, which stamped them.
+func (d *Drain) count(ctx context.Context, from uint32) ([]secondCount, uint32, error) {
 	var now uint32
 	if err := d.conn.QueryRow(ctx, "SELECT toUInt32(now())").Scan(&now); err != nil {
 		return nil, 0, fmt.Errorf("read server clock: %w", err)
 	}
 	rows, err := d.conn.Query(ctx, "SELECT toUInt32(received_at) AS s, count() FROM kafka_inbox "+
-		"WHERE received_at >= toDateTime(?) GROUP BY s ORDER BY s", d.watermark)
+		"WHERE received_at >= toDateTime(?) GROUP BY s ORDER BY s"+d.on().ReadSettings(), from)
 	if err != nil {
 		return nil, 0, fmt.Errorf("count kafka_inbox: %w", err)
 	}
@@ -251,7 +292,7 @@ func (d *Drain) count(ctx context.Context) ([]secondCount, uint32, error) {
 // yet to the sink.
 func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool) error {
 	rows, err := d.conn.Query(ctx, "SELECT toUInt32(received_at), id, raw FROM kafka_inbox "+
-		"WHERE received_at >= toDateTime(?) AND received_at <= toDateTime(?)", from, to)
+		"WHERE received_at >= toDateTime(?) AND received_at <= toDateTime(?)"+d.on().ReadSettings(), from, to)
 	if err != nil {
 		return fmt.Errorf("read kafka_inbox: %w", err)
 	}
@@ -292,6 +333,13 @@ func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool
 			d.done[s] = 0
 		}
 	}
+	if d.o.Logger.Enabled(ctx, slog.LevelDebug) {
+		per := map[uint32]int{}
+		for _, s := range secs {
+			per[s]++
+		}
+		d.o.Logger.Debug("kafka inbox drain", "rows", fmt.Sprint(per), "again", fmt.Sprint(again), "known", fmt.Sprint(known))
+	}
 	// One second can hold more rows than the ingestor buffers (a backlog
 	// consumed fast): pass them in pieces, remembering each piece's ids so
 	// that a failure later in the second does not send it again.
@@ -308,16 +356,64 @@ func (d *Drain) drain(ctx context.Context, from, to uint32, need map[uint32]bool
 		for i, id := range ids[:n] {
 			d.done[secs[i]]++
 			d.seen[id] = secs[i]
+			if secs[i] < d.watermark {
+				d.late.Add(1)
+			}
 		}
 		msgs, ids, secs = msgs[n:], ids[n:], secs[n:]
 	}
 	return nil
 }
 
-// advance moves the watermark and forgets what is below it.
-func (d *Drain) advance(counts []secondCount, now uint32) {
+// on is the database's place for chclient's read and write settings.
+func (d *Drain) on() chclient.Options { return chclient.Options{Cluster: d.o.Cluster} }
+
+// behind reports, on a cluster, that a replica of the inbox may lack rows
+// that belong below the watermark (inboxLag, with half of Settle as the
+// lag); once it has, until the replicas are quiet. Rows that show up late
+// make their seconds go through again, and the dedup set recognises the
+// events counted before (reconciliation those past its horizon). Asked at
+// most once a second.
+func (d *Drain) behind(ctx context.Context) (bool, error) {
+	if d.o.Cluster == "" {
+		return false, nil
+	}
+	if time.Since(d.checked) < time.Second {
+		return d.reason != "", nil
+	}
+	reason, quiet, err := inboxLag{d.conn, d.o.Cluster}.check(ctx, d.o.Settle/2)
+	if err != nil {
+		return false, err
+	}
+	if reason == "" && d.reason != "" && !quiet {
+		reason = "replicas catching up after: " + d.reason
+		if strings.HasPrefix(d.reason, "replicas catching up") {
+			reason = d.reason
+		}
+	}
+	if reason != "" && d.reason == "" {
+		d.o.Logger.Warn("kafka inbox drain holds its watermark", "reason", reason, "watermark", time.Unix(int64(d.watermark), 0).UTC())
+	}
+	d.checked, d.reason = time.Now(), reason
+	return reason != "", nil
+}
+
+// recheck is how long, after a hold ends, the seconds it held are still
+// counted on every poll: rows of them that show up after the replicas
+// looked quiet are drained then, not passed over. Twice the settle time.
+func (d *Drain) recheck() time.Duration { return 2 * d.o.Settle }
+
+// advance moves the watermark, unless hold, and forgets what is below it
+// (and below a recheck's start).
+func (d *Drain) advance(counts []secondCount, now uint32, hold bool) {
+	if d.holding && !hold {
+		d.recheckFrom, d.recheckUntil = d.watermark, time.Now().Add(d.recheck())
+	}
 	settle := uint32(d.o.Settle / time.Second)
 	wm := max(d.watermark, now-min(now, settle))
+	if hold {
+		wm = d.watermark
+	}
 	var pending int64
 	for _, c := range counts {
 		if left := c.n - d.done[c.sec]; left > 0 {
@@ -335,9 +431,9 @@ func (d *Drain) advance(counts []secondCount, now uint32) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.watermark, d.pending = max(d.watermark, wm), pending
+	d.watermark, d.pending, d.holding = max(d.watermark, wm), pending, hold
 	for s := range d.done {
-		if s < d.watermark {
+		if s < d.watermark && (d.recheckFrom == 0 || s < d.recheckFrom) {
 			delete(d.done, s)
 		}
 	}
@@ -350,7 +446,7 @@ func (d *Drain) advance(counts []secondCount, now uint32) {
 func (d *Drain) loadWatermark(ctx context.Context) error {
 	var wm, oldest uint32
 	err := d.conn.QueryRow(ctx, "SELECT (SELECT toUInt32(max(watermark)) FROM kafka_inbox_progress), "+
-		"(SELECT toUInt32(min(received_at)) FROM kafka_inbox)").Scan(&wm, &oldest)
+		"(SELECT toUInt32(min(received_at)) FROM kafka_inbox)"+d.on().ReadSettings()).Scan(&wm, &oldest)
 	if err != nil {
 		return fmt.Errorf("read kafka inbox progress: %w", err)
 	}
@@ -371,7 +467,7 @@ func (d *Drain) storeWatermark(ctx context.Context) error {
 	if d.watermark < d.written+5 || n == d.writtenAt {
 		return nil
 	}
-	if err := d.conn.Exec(ctx, "INSERT INTO kafka_inbox_progress (updated_at, watermark) SELECT now(), toDateTime(?)", d.watermark); err != nil {
+	if err := d.conn.Exec(d.on().WriteContext(ctx), "INSERT INTO kafka_inbox_progress (updated_at, watermark) SELECT now(), toDateTime(?)", d.watermark); err != nil {
 		return fmt.Errorf("store kafka inbox progress: %w", err)
 	}
 	d.written, d.writtenAt = d.watermark, n

@@ -25,6 +25,7 @@ import (
 
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/schema"
 )
 
 // Names of what Enable creates.
@@ -85,8 +86,40 @@ func (c Config) Validate() error {
 	)
 }
 
+// place is where the engine's tables are created: this server, or every
+// node of a cluster (ON CLUSTER, names qualified by the database, as
+// schema.Render writes them).
+type place struct{ cluster, db string }
+
+func locate(ctx context.Context, conn driver.Conn, cluster string) (place, error) {
+	p := place{cluster: cluster}
+	if cluster == "" {
+		return p, nil
+	}
+	if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&p.db); err != nil {
+		return p, fmt.Errorf("read database: %w", err)
+	}
+	return p, nil
+}
+
+// table names t in DDL: qualified by the database on a cluster.
+func (p place) table(t string) string {
+	if p.cluster == "" {
+		return t
+	}
+	return p.db + "." + t
+}
+
+// on is the ON CLUSTER clause, if any.
+func (p place) on() string {
+	if p.cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + p.cluster
+}
+
 // queueDDL is the Kafka engine table for the server's version.
-func queueDDL(c Config, v chclient.Version) string {
+func queueDDL(c Config, v chclient.Version, p place) string {
 	// RawBLOB takes a message as it is and cannot fail; the flush interval
 	// is what 18.16 takes from the profile's stream_flush_interval_ms.
 	format := `kafka_format = 'RawBLOB', kafka_flush_interval_ms = 500`
@@ -98,17 +131,31 @@ func queueDDL(c Config, v chclient.Version) string {
 	return fmt.Sprintf("CREATE TABLE %s (raw String) ENGINE = Kafka SETTINGS "+
 		"kafka_broker_list = '%s', kafka_topic_list = '%s', kafka_group_name = '%s', %s, "+
 		"kafka_num_consumers = %d, kafka_max_block_size = %d",
-		QueueTable, c.Brokers, c.Topic, c.Group, format, c.Consumers, c.MaxBlockSize)
+		p.table(QueueTable)+p.on(), c.Brokers, c.Topic, c.Group, format, c.Consumers, c.MaxBlockSize)
 }
 
-const viewDDL = "CREATE MATERIALIZED VIEW " + QueueView + " TO kafka_inbox AS " +
-	"SELECT now() AS received_at, rand64() AS id, raw FROM " + QueueTable
+// viewDDL lands every consumed block in kafka_inbox: on a cluster in the
+// consuming node's kafka_inbox_local, from where it replicates within the
+// shard (not through the Distributed table's asynchronous queue).
+func viewDDL(p place) string {
+	inbox := p.table("kafka_inbox")
+	if p.cluster != "" {
+		inbox += schema.LocalSuffix
+	}
+	return "CREATE MATERIALIZED VIEW " + p.table(QueueView) + p.on() + " TO " + inbox +
+		" AS SELECT now() AS received_at, rand64() AS id, raw FROM " + p.table(QueueTable)
+}
 
 // Enable creates the Kafka engine table and its view, replacing them if
 // they exist with other settings. The group's committed offsets live in
 // Kafka, so re-enabling with the same group resumes where it stopped. The
 // schema migrations must have run (kafka_inbox).
-func Enable(ctx context.Context, conn driver.Conn, c Config) error {
+//
+// With cluster set (the remote_servers name the database lives on) both
+// are created on every node: the nodes consume as one group, Kafka
+// spreading the topic's partitions over every node's consumers, and each
+// lands what it consumed in its shard.
+func Enable(ctx context.Context, conn driver.Conn, cluster string, c Config) error {
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return err
@@ -117,29 +164,37 @@ func Enable(ctx context.Context, conn driver.Conn, c Config) error {
 	if err != nil {
 		return err
 	}
-	want := queueDDL(c, v)
+	p, err := locate(ctx, conn, cluster)
+	if err != nil {
+		return err
+	}
 	if cur, ok, err := Current(ctx, conn); err != nil {
 		return err
 	} else if ok && cur == c {
 		return nil
 	}
-	if err := Disable(ctx, conn); err != nil {
+	if err := Disable(ctx, conn, cluster); err != nil {
 		return err
 	}
-	if err := conn.Exec(ctx, want); err != nil {
+	if err := conn.Exec(ctx, queueDDL(c, v, p)); err != nil {
 		return fmt.Errorf("create %s: %w", QueueTable, err)
 	}
-	if err := conn.Exec(ctx, viewDDL); err != nil {
+	if err := conn.Exec(ctx, viewDDL(p)); err != nil {
 		return fmt.Errorf("create %s: %w", QueueView, err)
 	}
 	return nil
 }
 
 // Disable drops the view first, so no block is consumed without a place to
-// land, then the Kafka table. The inbox keeps what landed; the drain goes on.
-func Disable(ctx context.Context, conn driver.Conn) error {
+// land, then the Kafka table (on every node of cluster, when set). The
+// inbox keeps what landed; the drain goes on.
+func Disable(ctx context.Context, conn driver.Conn, cluster string) error {
+	p, err := locate(ctx, conn, cluster)
+	if err != nil {
+		return err
+	}
 	for _, t := range []string{QueueView, QueueTable} {
-		if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+		if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+p.table(t)+p.on()); err != nil {
 			return fmt.Errorf("drop %s: %w", t, err)
 		}
 	}
@@ -151,15 +206,15 @@ func Disable(ctx context.Context, conn driver.Conn) error {
 // partition without consuming. The group's committed offsets live in Kafka,
 // so it resumes where it stopped; a block consumed but not committed comes
 // again and the drain's dedup counts it once. Nothing to do when disabled.
-func Restart(ctx context.Context, conn driver.Conn) error {
+func Restart(ctx context.Context, conn driver.Conn, cluster string) error {
 	c, ok, err := Current(ctx, conn)
 	if err != nil || !ok {
 		return err
 	}
-	if err := Disable(ctx, conn); err != nil {
+	if err := Disable(ctx, conn, cluster); err != nil {
 		return err
 	}
-	return Enable(ctx, conn, c)
+	return Enable(ctx, conn, cluster, c)
 }
 
 var settingRE = regexp.MustCompile(`(kafka_[a-z_]+) = ('[^']*'|\d+)`)

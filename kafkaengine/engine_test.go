@@ -61,10 +61,10 @@ func startWith(t testing.TB, db testenv.ClickHouseDB, engine bool) *pipeline {
 	}
 	t.Cleanup(func() { p.conn.Close() })
 	if engine {
-		if err := kafkaengine.Enable(t.Context(), p.conn, kafkaengine.Config{Brokers: p.broker, Topic: p.topic, Group: p.group}); err != nil {
+		if err := kafkaengine.Enable(t.Context(), p.conn, "", kafkaengine.Config{Brokers: p.broker, Topic: p.topic, Group: p.group}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { kafkaengine.Disable(context.Background(), p.conn) })
+		t.Cleanup(func() { kafkaengine.Disable(context.Background(), p.conn, "") })
 	}
 	p.prod, err = kgo.NewClient(kgo.SeedBrokers(p.broker), kgo.DefaultProduceTopic(p.topic))
 	if err != nil {
@@ -151,7 +151,7 @@ func (p *pipeline) waitAll(t testing.TB, query, want string, limit time.Duration
 			// 30 s without anything: the engine's consumer may sit idle (seen
 			// once on a loaded 18.16); serve's watchdog restarts it the same way.
 			if stalls++; stalls%3 == 0 {
-				t.Logf("restarting the Kafka engine: %v", kafkaengine.Restart(t.Context(), p.conn))
+				t.Logf("restarting the Kafka engine: %v", kafkaengine.Restart(t.Context(), p.conn, ""))
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -350,7 +350,7 @@ func TestEnableReplacesAndDisableRemoves(t *testing.T) {
 	defer conn.Close()
 	c := kafkaengine.Config{Brokers: "127.0.0.1:1", Topic: "t1", Group: "g1"}
 	for _, c := range []kafkaengine.Config{c, c, {Brokers: "127.0.0.1:2", Topic: "t2", Group: "g2", Consumers: 2, MaxBlockSize: 1000}} {
-		if err := kafkaengine.Enable(t.Context(), conn, c); err != nil {
+		if err := kafkaengine.Enable(t.Context(), conn, "", c); err != nil {
 			t.Fatal(err)
 		}
 		got, ok, err := kafkaengine.Current(t.Context(), conn)
@@ -361,7 +361,7 @@ func TestEnableReplacesAndDisableRemoves(t *testing.T) {
 			t.Errorf("current %+v %v %v, want %+v", got, ok, err, c)
 		}
 	}
-	if err := kafkaengine.Disable(t.Context(), conn); err != nil {
+	if err := kafkaengine.Disable(t.Context(), conn, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := kafkaengine.Current(t.Context(), conn); ok || err != nil {
@@ -371,7 +371,7 @@ func TestEnableReplacesAndDisableRemoves(t *testing.T) {
 		t.Errorf("%s kafka tables left", got)
 	}
 	for _, bad := range []kafkaengine.Config{{Topic: "t"}, {Brokers: "a'b", Topic: "t"}, {Brokers: "h:1", Topic: "t; DROP"}} {
-		if err := kafkaengine.Enable(t.Context(), conn, bad); err == nil {
+		if err := kafkaengine.Enable(t.Context(), conn, "", bad); err == nil {
 			t.Errorf("enable %+v: no error", bad)
 		}
 	}
@@ -387,7 +387,7 @@ func (p *pipeline) verify(t testing.TB, fix bool) kafkaengine.VerifyReport {
 	defer kc.Close()
 	to := time.Now().Add(time.Second)
 	from := to.Add(-time.Hour)
-	rep, err := kafkaengine.Verify(t.Context(), p.conn, from, to, func(fn func([]byte) error) error {
+	rep, err := kafkaengine.Verify(t.Context(), p.conn, "", from, to, func(fn func([]byte) error) error {
 		return kc.Range(t.Context(), p.topic, p.group, from, to, func(r kafka.Record) error { return fn(r.Value) })
 	}, fix)
 	if err != nil {
@@ -488,7 +488,7 @@ func TestRestartResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kafkaengine.Restart(t.Context(), p.conn); err != nil {
+	if err := kafkaengine.Restart(t.Context(), p.conn, ""); err != nil {
 		t.Fatal(err)
 	}
 	after, ok, err := kafkaengine.Current(t.Context(), p.conn)

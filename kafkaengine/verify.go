@@ -8,6 +8,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/go-faster/city"
+
+	"github.com/clickagg/clickagg/chclient"
 )
 
 // VerifyReport compares a range of a topic with what landed in kafka_inbox.
@@ -35,6 +37,10 @@ func (r VerifyReport) String() string {
 // consumer's lag put a message's received_at apart from its timestamp.
 const VerifySlack = time.Hour
 
+// VerifyInStep bounds how long Verify waits, on a cluster, for the
+// replicas of the inbox to hold the same rows.
+const VerifyInStep = 30 * time.Second
+
 // Verify checks that every message of a topic range landed in kafka_inbox:
 // ClickHouse's Kafka engine on old servers can lose one now and then (its
 // issues #1690, #4736, #4890; seen here as 1 in 200 000 in some runs). read
@@ -42,9 +48,13 @@ const VerifySlack = time.Hour
 // ones are written to kafka_inbox, and the drain counts them like any other
 // (resends of events already counted stay duplicates). It reads the range
 // twice when something is missing; memory is about 24 bytes per message of
-// the range.
-func Verify(ctx context.Context, conn driver.Conn, from, to time.Time, read func(fn func(value []byte) error) error, fix bool) (VerifyReport, error) {
+// the range. cluster is the remote_servers name the database lives on, if
+// any: it compares only once every replica of the inbox has what the group
+// committed (an error after VerifyInStep otherwise: a replica down), and
+// the landed messages reach their shards before it returns.
+func Verify(ctx context.Context, conn driver.Conn, cluster string, from, to time.Time, read func(fn func(value []byte) error) error, fix bool) (VerifyReport, error) {
 	rep := VerifyReport{From: from, To: to}
+	on := chclient.Options{Cluster: cluster}
 	// First pass: how often each message is in the topic, by hash only, so
 	// memory is about 24 bytes per message of the range.
 	topic := map[uint64]int{}
@@ -60,8 +70,16 @@ func Verify(ctx context.Context, conn driver.Conn, from, to time.Time, read func
 	if err != nil {
 		return rep, err
 	}
+	// The messages read were committed by the group, so each is in some
+	// replica's inbox; on a cluster, wait until it is in every replica's,
+	// or the one read would have it missing and land it a second time.
+	if cluster != "" {
+		if err := (inboxLag{conn, cluster}).wait(ctx, VerifyInStep); err != nil {
+			return rep, err
+		}
+	}
 	rows, err := conn.Query(ctx, "SELECT cityHash64(raw) AS h, count() FROM kafka_inbox "+
-		"WHERE received_at >= toDateTime(?) GROUP BY h", uint32(from.Add(-VerifySlack).Unix()))
+		"WHERE received_at >= toDateTime(?) GROUP BY h"+on.ReadSettings(), uint32(from.Add(-VerifySlack).Unix()))
 	if err != nil {
 		return rep, fmt.Errorf("read kafka_inbox: %w", err)
 	}
@@ -109,7 +127,7 @@ func Verify(ctx context.Context, conn driver.Conn, from, to time.Time, read func
 			size += len(missing[n]) + 4
 			n++
 		}
-		if err := conn.Exec(ctx, "INSERT INTO kafka_inbox (received_at, id, raw) SELECT now(), rand64(), arrayJoin(?)", missing[:n]); err != nil {
+		if err := conn.Exec(on.WriteContext(ctx), "INSERT INTO kafka_inbox (received_at, id, raw) SELECT now(), rand64(), arrayJoin(?)", missing[:n]); err != nil {
 			return rep, fmt.Errorf("land missing messages: %w", err)
 		}
 		missing = missing[n:]

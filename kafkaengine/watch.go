@@ -36,6 +36,7 @@ type VerifyResult struct {
 // lands what the Kafka engine lost.
 type Verifier struct {
 	Conn    driver.Conn
+	Cluster string // the remote_servers name the database lives on, if any
 	Brokers string // as this process reaches them; "": the ones ClickHouse uses
 	// Every is the time between verifications (0: never); Window how much
 	// of the topic each reads back.
@@ -63,7 +64,7 @@ func (v *Verifier) Run(ctx context.Context) {
 			continue
 		}
 		now := time.Now()
-		rep, err := VerifyTopic(ctx, v.Conn, v.Brokers, now.Add(-v.Window), now, true)
+		rep, err := VerifyTopic(ctx, v.Conn, v.Cluster, v.Brokers, now.Add(-v.Window), now, true)
 		r := &VerifyResult{At: now, Report: &rep}
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -91,6 +92,7 @@ func (v *Verifier) Last() *VerifyResult {
 // engine table (Restart) resumes it from the group's offsets.
 type Monitor struct {
 	Conn    driver.Conn
+	Cluster string        // the remote_servers name the database lives on, if any
 	Brokers string        // as this process reaches them; "": the ones ClickHouse uses
 	Every   time.Duration // between refreshes
 	// Stuck is how long the group may have lag without committing before
@@ -124,7 +126,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			if sum != committed || l.Total == 0 {
 				committed, progress = sum, time.Now()
 			} else if time.Since(progress) > m.Stuck {
-				err := Restart(ctx, m.Conn)
+				err := Restart(ctx, m.Conn, m.Cluster)
 				m.Logger.Warn("Kafka engine restarted: lag without a commit", "lag", l.Total, "for", time.Since(progress).Round(time.Second), "err", err)
 				m.mu.Lock()
 				m.restarts++
@@ -214,7 +216,7 @@ func (k *lagClients) status(ctx context.Context, conn driver.Conn, brokers strin
 
 // VerifyTopic runs Verify for the enabled topic; brokers, when set,
 // replaces the address ClickHouse uses.
-func VerifyTopic(ctx context.Context, conn driver.Conn, brokers string, from, to time.Time, fix bool) (VerifyReport, error) {
+func VerifyTopic(ctx context.Context, conn driver.Conn, cluster, brokers string, from, to time.Time, fix bool) (VerifyReport, error) {
 	c, ok, err := Current(ctx, conn)
 	if err != nil {
 		return VerifyReport{}, err
@@ -230,7 +232,7 @@ func VerifyTopic(ctx context.Context, conn driver.Conn, brokers string, from, to
 		return VerifyReport{}, err
 	}
 	defer kc.Close()
-	return Verify(ctx, conn, from, to, func(fn func([]byte) error) error {
+	return Verify(ctx, conn, cluster, from, to, func(fn func([]byte) error) error {
 		return kc.Range(ctx, c.Topic, c.Group, from, to, func(r kafka.Record) error { return fn(r.Value) })
 	}, fix)
 }

@@ -32,10 +32,10 @@ func TestKafkaWatchdog(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := kafkaengine.Enable(ctx, conn, kafkaengine.Config{Brokers: cluster.ListenAddrs()[0], Topic: "wd", Group: "wd-" + db.Database}); err != nil {
+	if err := kafkaengine.Enable(ctx, conn, "", kafkaengine.Config{Brokers: cluster.ListenAddrs()[0], Topic: "wd", Group: "wd-" + db.Database}); err != nil {
 		t.Fatal(err)
 	}
-	defer kafkaengine.Disable(context.Background(), conn)
+	defer kafkaengine.Disable(context.Background(), conn, "")
 	if err := conn.Exec(ctx, "DROP TABLE "+kafkaengine.QueueView); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,11 @@
 // The truth side groups a day's events by event_id, so its memory grows
 // with the events of a day.
 //
+// On a cluster each shard is reconciled on its own tables, where its
+// events are: every copy of an event_id lives on one shard and each
+// shard's views aggregate only its events, so a shard's truth is the truth
+// of its part of every aggregate, and no node gathers every shard's events.
+//
 // Concurrent ingest: a block committed while a run reads the two sides can
 // be seen on one side and not the other, so one run may report (and with
 // fix, correct) a difference that is not real; the next run over the same
@@ -26,6 +31,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -42,21 +48,32 @@ type Options struct {
 	MaxRows      int                  // differing rows kept per table in a Report; default 1000, negative keeps none
 	QueryTimeout time.Duration        // bound of one statement; default 30 min
 	OnFixed      func(clickagg.Range) // called after corrections were written for a range, so caches can drop answers about it
-	// Cluster, when set, is the cluster the tables live on: both sides are
-	// read through the Distributed tables (an event_id's copies all live
-	// on one shard, so deduplication holds), corrections are written
-	// through them synchronously, and the sketches' days are dropped from
-	// every node's local table.
+	// Cluster, when set, is the cluster the tables live on, and Shards
+	// are connections to its shards in remote_servers order
+	// (chclient.OpenShards; Open makes them): each shard is compared and
+	// corrected on its local tables, and the sketches' days are dropped
+	// from every node's local table.
 	Cluster string
+	Shards  []driver.Conn
 }
 
 // Reconciler compares and corrects the aggregate tables.
 type Reconciler struct {
-	conn driver.Conn
-	o    Options
+	conn  driver.Conn
+	o     Options
+	sides []side
+	owned bool // the shards' connections are Open's, closed by Close
 }
 
-// New returns a Reconciler; conn stays owned by the caller.
+// side is where one part of the events and their aggregates is compared:
+// the server, or a shard's local tables.
+type side struct {
+	conn   driver.Conn
+	shard  int    // from 1; 0 on one server
+	suffix string // of the table names
+}
+
+// New returns a Reconciler; conn and o.Shards stay owned by the caller.
 func New(conn driver.Conn, o Options) *Reconciler {
 	if o.MaxRows == 0 {
 		o.MaxRows = 1000
@@ -67,7 +84,41 @@ func New(conn driver.Conn, o Options) *Reconciler {
 	if o.QueryTimeout == 0 {
 		o.QueryTimeout = 30 * time.Minute
 	}
-	return &Reconciler{conn: conn, o: o}
+	r := &Reconciler{conn: conn, o: o}
+	if o.Cluster == "" {
+		r.sides = []side{{conn: conn}}
+	}
+	for i, c := range o.Shards {
+		r.sides = append(r.sides, side{conn: c, shard: i + 1, suffix: schema.LocalSuffix})
+	}
+	return r
+}
+
+// Open is New for the database ch locates, opening on a cluster a
+// connection pool per shard, which Close closes; conn stays the caller's.
+func Open(ctx context.Context, conn driver.Conn, ch chclient.Options, o Options) (*Reconciler, error) {
+	o.Cluster, o.Shards = ch.Cluster, nil
+	if ch.Cluster != "" {
+		shards, err := chclient.OpenShards(ctx, conn, ch)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: %w", err)
+		}
+		o.Shards = shards
+	}
+	r := New(conn, o)
+	r.owned = true
+	return r, nil
+}
+
+// Close closes the connections Open made.
+func (r *Reconciler) Close() error {
+	var errs []error
+	if r.owned {
+		for _, c := range r.o.Shards {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run compares ad_stats_minute and dim_stats_minute over rng (whole
@@ -120,6 +171,9 @@ func (r *Reconciler) compareAll(ctx context.Context, rep *Report, fix bool) (wro
 	if err := checkRange(rep.Range); err != nil {
 		return false, err
 	}
+	if len(r.sides) == 0 {
+		return false, fmt.Errorf("reconcile: cluster %s without its shards' connections", r.o.Cluster)
+	}
 	reports := make([]TableReport, len(tables))
 	for i, t := range tables {
 		reports[i] = TableReport{Table: t.name, From: rep.Range.From.UTC(), To: rep.Range.To.UTC(), Keys: t.keyNames(), Diffs: []Diff{}}
@@ -138,15 +192,17 @@ func (r *Reconciler) compareAll(ctx context.Context, rep *Report, fix bool) (wro
 			if t.daily && !whole {
 				continue
 			}
-			n, err := r.compare(ctx, t, piece.From, piece.To, &reports[i])
-			if err != nil {
-				return wrote, err
-			}
-			if fix && n > 0 {
-				if err := r.correct(ctx, t, piece.From, piece.To); err != nil {
+			for _, sd := range r.sides {
+				n, err := r.compare(ctx, sd, t, piece.From, piece.To, &reports[i])
+				if err != nil {
 					return wrote, err
 				}
-				wrote = true
+				if fix && n > 0 {
+					if err := r.correct(ctx, sd, t, piece.From, piece.To); err != nil {
+						return wrote, err
+					}
+					wrote = true
+				}
 			}
 		}
 	}
@@ -181,14 +237,14 @@ func (r *Reconciler) finish(rep Report, fix, wrote bool, err error, changed clic
 	return rep, err
 }
 
-// compare reads the differing keys of t over [from, to) into tr and
-// returns how many there are.
-func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, tr *TableReport) (n int64, err error) {
+// compare reads the differing keys of t over [from, to) on sd into tr
+// and returns how many there are.
+func (r *Reconciler) compare(ctx context.Context, sd side, t table, from, to time.Time, tr *TableReport) (n int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.QueryTimeout)
 	defer cancel()
-	rows, err := r.conn.Query(ctx, t.reportSQL()+r.settings(), t.args(from, to)...)
+	rows, err := sd.conn.Query(ctx, t.reportSQL(sd.suffix), t.args(from, to)...)
 	if err != nil {
-		return 0, fmt.Errorf("compare %s: %w", t.name, err)
+		return 0, fmt.Errorf("compare %s%s: %w", t.name, sd, err)
 	}
 	defer rows.Close()
 	var (
@@ -209,14 +265,14 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, t
 		&agg.Impressions, &agg.Clicks, &agg.Conversions, &agg.SpendMicros)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return n, fmt.Errorf("read %s differences: %w", t.name, err)
+			return n, fmt.Errorf("read %s%s differences: %w", t.name, sd, err)
 		}
 		n++
 		tr.Rows++
 		if len(tr.Diffs) >= r.o.MaxRows {
 			continue // counted, not kept
 		}
-		d := Diff{Table: t.name, Key: make(map[string]string, len(t.keys)), Aggregate: agg, Truth: truth}
+		d := Diff{Table: t.name, Shard: sd.shard, Key: make(map[string]string, len(t.keys)), Aggregate: agg, Truth: truth}
 		for i, c := range t.keys {
 			switch {
 			case c.name == "day":
@@ -230,36 +286,37 @@ func (r *Reconciler) compare(ctx context.Context, t table, from, to time.Time, t
 		tr.Diffs = append(tr.Diffs, d)
 	}
 	if err := rows.Err(); err != nil {
-		return n, fmt.Errorf("read %s differences: %w", t.name, err)
+		return n, fmt.Errorf("read %s%s differences: %w", t.name, sd, err)
 	}
 	return n, nil
 }
 
-// correct writes the corrections of t over [from, to). It recomputes the
-// differences server-side rather than sending the reported rows back: the
-// report may hold only the first MaxRows, and INSERT ... VALUES hangs on
-// 18.16 through clickhouse-go.
-func (r *Reconciler) correct(ctx context.Context, t table, from, to time.Time) error {
-	ctx, cancel := context.WithTimeout(r.writes(ctx), r.o.QueryTimeout)
+// correct writes the corrections of t over [from, to) on sd. It
+// recomputes the differences server-side rather than sending the reported
+// rows back: the report may hold only the first MaxRows, and INSERT ...
+// VALUES hangs on 18.16 through clickhouse-go.
+func (r *Reconciler) correct(ctx context.Context, sd side, t table, from, to time.Time) error {
+	ctx, cancel := context.WithTimeout(undeduplicated(ctx), r.o.QueryTimeout)
 	defer cancel()
-	if err := r.conn.Exec(ctx, t.correctSQL()+r.settings(), t.args(from, to)...); err != nil {
-		return fmt.Errorf("correct %s: %w", t.name, err)
+	if err := sd.conn.Exec(ctx, t.correctSQL(sd.suffix), t.args(from, to)...); err != nil {
+		return fmt.Errorf("correct %s%s: %w", t.name, sd, err)
 	}
 	return nil
 }
 
-// settings ends every statement: on a cluster both sides are read from
-// each shard's first replica, where inserts go.
-func (r *Reconciler) settings() string { return chclient.Options{Cluster: r.o.Cluster}.ReadSettings() }
+// undeduplicated is ctx for a write that must land even when an identical
+// block was written before: a Replicated table drops such a block (within
+// its last 100), and a correction undone by a later run and needed again
+// is the same block.
+func undeduplicated(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplicate": 0}))
+}
 
-// writes is ctx for statements that write: on a cluster an INSERT into a
-// Distributed table returns only once every shard has its rows (18.16
-// queues them and returns at once by default).
-func (r *Reconciler) writes(ctx context.Context) context.Context {
-	if r.o.Cluster == "" {
-		return ctx
+func (sd side) String() string {
+	if sd.shard == 0 {
+		return ""
 	}
-	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	return fmt.Sprintf(" on shard %d", sd.shard)
 }
 
 // rebuildTopAds refills top_ads_minute for every day rep.Range touches,
@@ -269,7 +326,7 @@ func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
 	rep.Rebuilt = []string{}
 	for _, d := range touchedDays(rep.Range) {
 		err := func() error {
-			ctx, cancel := context.WithTimeout(r.writes(ctx), r.o.QueryTimeout)
+			ctx, cancel := context.WithTimeout(undeduplicated(ctx), r.o.QueryTimeout)
 			defer cancel()
 			drop := "ALTER TABLE top_ads_minute DROP PARTITION "
 			if r.o.Cluster != "" {
@@ -278,8 +335,10 @@ func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
 			if err := r.conn.Exec(ctx, drop+partition(d)); err != nil {
 				return fmt.Errorf("drop top_ads_minute partition %s: %w", partition(d), err)
 			}
-			if err := r.conn.Exec(ctx, topAdsSQL+r.settings(), d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {
-				return fmt.Errorf("rebuild top_ads_minute of %s: %w", d.Format(time.DateOnly), err)
+			for _, sd := range r.sides {
+				if err := sd.conn.Exec(ctx, topAdsSQL(sd.suffix), d.Unix(), d.AddDate(0, 0, 1).Unix()); err != nil {
+					return fmt.Errorf("rebuild top_ads_minute of %s%s: %w", d.Format(time.DateOnly), sd, err)
+				}
 			}
 			return nil
 		}()

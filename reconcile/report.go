@@ -59,8 +59,8 @@ type TableReport struct {
 	From  time.Time `json:"from"` // the span compared: the run's range, or its whole days for ad_stats_daily
 	To    time.Time `json:"to"`
 	Keys  []string  `json:"keys"`  // the key columns, in the order of the table's rows
-	Rows  int64     `json:"rows"`  // keys whose counts differ
-	Diffs []Diff    `json:"diffs"` // the first MaxRows of them, in key order
+	Rows  int64     `json:"rows"`  // keys whose counts differ (per shard on a cluster)
+	Diffs []Diff    `json:"diffs"` // the first MaxRows of them, in shard and key order
 	Note  string    `json:"note,omitempty"`
 }
 
@@ -68,7 +68,8 @@ type TableReport struct {
 // recomputation from deduplicated events.
 type Diff struct {
 	Table     string            `json:"table"`
-	Key       map[string]string `json:"key"` // column → value; times in RFC 3339, days as YYYY-MM-DD
+	Shard     int               `json:"shard,omitempty"` // on a cluster, the shard (from 1) whose events and aggregates differ
+	Key       map[string]string `json:"key"`             // column → value; times in RFC 3339, days as YYYY-MM-DD
 	Aggregate clickagg.Counts   `json:"aggregate"`
 	Truth     clickagg.Counts   `json:"truth"`
 }

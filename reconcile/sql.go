@@ -61,11 +61,13 @@ func (t table) keyNames() []string {
 // tupleElement rather than e.1: one function, read alike by 18.16 and by
 // modern servers' analyzer, which resolves a dotted name as an identifier
 // first.
-const deduped = "SELECT tupleElement(e, 1) AS e_ts, tupleElement(e, 2) AS e_type, tupleElement(e, 3) AS e_ad_id, " +
-	"tupleElement(e, 4) AS e_campaign_id, tupleElement(e, 5) AS e_country, tupleElement(e, 6) AS e_ad_format, " +
-	"tupleElement(e, 7) AS e_device, tupleElement(e, 8) AS e_price_micros FROM (" +
-	"SELECT argMin((ts, type, ad_id, campaign_id, country, ad_format, device, price_micros), (duplicate, received_at)) AS e " +
-	"FROM events WHERE ts >= toDateTime(?) AND ts < toDateTime(?) GROUP BY event_id)"
+func deduped(suffix string) string {
+	return "SELECT tupleElement(e, 1) AS e_ts, tupleElement(e, 2) AS e_type, tupleElement(e, 3) AS e_ad_id, " +
+		"tupleElement(e, 4) AS e_campaign_id, tupleElement(e, 5) AS e_country, tupleElement(e, 6) AS e_ad_format, " +
+		"tupleElement(e, 7) AS e_device, tupleElement(e, 8) AS e_price_micros FROM (" +
+		"SELECT argMin((ts, type, ad_id, campaign_id, country, ad_format, device, price_micros), (duplicate, received_at)) AS e " +
+		"FROM events" + suffix + " WHERE ts >= toDateTime(?) AND ts < toDateTime(?) GROUP BY event_id)"
+}
 
 // truthCounts are the measures over deduped, as the views compute them.
 const truthCounts = "toInt64(countIf(e_type = 'impression')) AS t1, toInt64(countIf(e_type = 'click')) AS t2, " +
@@ -78,8 +80,9 @@ const truthCounts = "toInt64(countIf(e_type = 'impression')) AS t1, toInt64(coun
 // and UInt64, so the truth keys are cast to the table's column types. Every
 // column of both branches has its own alias: modern servers' analyzer
 // takes four unnamed toInt64(0) for one column.
-// Arguments: see args.
-func (t table) diffSQL() string {
+// suffix ends the tables' names (a shard's local tables). Arguments: see
+// args.
+func (t table) diffSQL(suffix string) string {
 	keys := strings.Join(t.keyNames(), ", ")
 	truthKeys := make([]string, len(t.keys))
 	for i, c := range t.keys {
@@ -91,26 +94,26 @@ func (t table) diffSQL() string {
 		"sum(a1) AS agg_imp, sum(a2) AS agg_clk, sum(a3) AS agg_conv, sum(a4) AS agg_spend FROM (" +
 		"SELECT " + strings.Join(truthKeys, ", ") + ", " + truthCounts +
 		", toInt64(0) AS a1, toInt64(0) AS a2, toInt64(0) AS a3, toInt64(0) AS a4" +
-		" FROM (" + deduped + ") GROUP BY " + keys +
+		" FROM (" + deduped(suffix) + ") GROUP BY " + keys +
 		" UNION ALL SELECT " + keys + ", toInt64(0) AS t1, toInt64(0) AS t2, toInt64(0) AS t3, toInt64(0) AS t4, " +
-		"sum(impressions) AS a1, sum(clicks) AS a2, sum(conversions) AS a3, sum(spend_micros) AS a4 FROM " + t.name +
+		"sum(impressions) AS a1, sum(clicks) AS a2, sum(conversions) AS a3, sum(spend_micros) AS a4 FROM " + t.name + suffix +
 		" WHERE " + timeKey + " >= " + t.bound() + " AND " + timeKey + " < " + t.bound() + " GROUP BY " + keys +
 		") GROUP BY " + keys +
 		" HAVING truth_imp != agg_imp OR truth_clk != agg_clk OR truth_conv != agg_conv OR truth_spend != agg_spend"
 }
 
 // reportSQL lists the differing keys in key order.
-func (t table) reportSQL() string {
-	return t.diffSQL() + " ORDER BY " + strings.Join(t.keyNames(), ", ")
+func (t table) reportSQL(suffix string) string {
+	return t.diffSQL(suffix) + " ORDER BY " + strings.Join(t.keyNames(), ", ")
 }
 
 // correctSQL writes truth − aggregate of every differing key as one row per
 // key; SummingMergeTree adds it to the key's rows (counts are Int64, so
 // negative rows are fine), and the next comparison sees no difference.
-func (t table) correctSQL() string {
+func (t table) correctSQL(suffix string) string {
 	keys := strings.Join(t.keyNames(), ", ")
-	return "INSERT INTO " + t.name + " (" + keys + ", impressions, clicks, conversions, spend_micros) SELECT " + keys +
-		", truth_imp - agg_imp, truth_clk - agg_clk, truth_conv - agg_conv, truth_spend - agg_spend FROM (" + t.diffSQL() + ")"
+	return "INSERT INTO " + t.name + suffix + " (" + keys + ", impressions, clicks, conversions, spend_micros) SELECT " + keys +
+		", truth_imp - agg_imp, truth_clk - agg_clk, truth_conv - agg_conv, truth_spend - agg_spend FROM (" + t.diffSQL(suffix) + ")"
 }
 
 func (t table) bound() string {
@@ -132,8 +135,10 @@ func (t table) args(from, to time.Time) []any {
 
 // topAdsSQL refills top_ads_minute from deduplicated events of [?, ?), as
 // top_ads_minute_mv does from new blocks.
-var topAdsSQL = "INSERT INTO top_ads_minute (minute, type, top_ads) SELECT CAST(toStartOfMinute(e_ts) AS DateTime('UTC')) AS minute, " +
-	"e_type AS type, topKState(" + strconv.Itoa(chstore.TopKCapacity) + ")(e_ad_id) AS top_ads FROM (" + deduped + ") GROUP BY minute, type"
+func topAdsSQL(suffix string) string {
+	return "INSERT INTO top_ads_minute" + suffix + " (minute, type, top_ads) SELECT CAST(toStartOfMinute(e_ts) AS DateTime('UTC')) AS minute, " +
+		"e_type AS type, topKState(" + strconv.Itoa(chstore.TopKCapacity) + ")(e_ad_id) AS top_ads FROM (" + deduped(suffix) + ") GROUP BY minute, type"
+}
 
 // partition is the top_ads_minute partition (toYYYYMMDD) of day.
 func partition(day time.Time) string { return day.Format("20060102") }

@@ -55,9 +55,17 @@ func writeDiffs(b *strings.Builder, t TableReport, maxRows int) {
 	}
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
 	measures := []string{"impressions", "clicks", "conversions", "spend_micros"}
-	fmt.Fprintln(tw, "  "+strings.Join(append(append([]string(nil), t.Keys...), measures...), "\t"))
+	var head []string
+	sharded := t.Diffs[0].Shard > 0 // on a cluster
+	if sharded {
+		head = append(head, "shard")
+	}
+	fmt.Fprintln(tw, "  "+strings.Join(append(append(head, t.Keys...), measures...), "\t"))
 	for _, d := range t.Diffs[:n] {
-		cells := make([]string, 0, len(t.Keys)+len(measures))
+		cells := make([]string, 0, len(t.Keys)+len(measures)+1)
+		if sharded {
+			cells = append(cells, strconv.Itoa(d.Shard))
+		}
 		for _, k := range t.Keys {
 			cells = append(cells, d.Key[k])
 		}

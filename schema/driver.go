@@ -38,13 +38,17 @@ type Driver struct {
 // WithConn returns a driver on an open connection (closed by Close) to
 // t.Database and makes sure the migrations table exists. On a cluster that
 // table is one replicated table on every node (one ZooKeeper path for all),
-// so that the cluster has one version record.
+// so that the cluster has one version record. Like kafka_inbox_progress it
+// is small: a node killed during an INSERT restarts with that part
+// unexpected, over the default half of the table's rows, and would refuse
+// to start; with the ratio at 1 it sets the part aside (detached/ignored_).
 func WithConn(ctx context.Context, conn driver.Conn, t Target) (*Driver, error) {
 	d := &Driver{conn: conn, target: t, owned: true}
 	ddl := "CREATE TABLE IF NOT EXISTS " + MigrationsTable + " (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence"
 	if t.Cluster != "" {
 		ddl = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s (version Int64, dirty UInt8, sequence UInt64) "+
-			"ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/%[1]s/%[2]s', '{replica}') ORDER BY sequence", t.Database, MigrationsTable, t.Cluster)
+			"ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/%[1]s/%[2]s', '{replica}') ORDER BY sequence "+
+			"SETTINGS replicated_max_ratio_of_wrong_parts = 1", t.Database, MigrationsTable, t.Cluster)
 	}
 	if err := conn.Exec(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("create %s: %w", MigrationsTable, err)

@@ -60,7 +60,8 @@ type Server struct {
 	drain       *kafkaengine.Drain
 	monitor     *kafkaengine.Monitor
 	verifier    *kafkaengine.Verifier
-	sched       *reconcile.Scheduler // nil with NoReconcile
+	rec         *reconcile.Reconciler // nil with NoReconcile
+	sched       *reconcile.Scheduler  // nil with NoReconcile
 
 	ran       atomic.Bool // Run was called: it closes the ingestor
 	closeOnce sync.Once
@@ -132,13 +133,17 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.col = collector.New(s.in, cfg.Collector)
 
 	// Events ClickHouse consumed from Kafka go through the same collector.
-	cfg.Kafka.Drain.Logger = s.log
+	cfg.Kafka.Drain.Logger, cfg.Kafka.Drain.Cluster = s.log, ch.Cluster
 	s.drain = kafkaengine.NewDrain(s.conn, s.col, cfg.Kafka.Drain)
-	s.verifier = &kafkaengine.Verifier{Conn: s.conn, Brokers: cfg.Kafka.Brokers, Every: cfg.Kafka.VerifyEvery, Window: cfg.Kafka.VerifyWindow, Logger: s.log}
-	s.monitor = &kafkaengine.Monitor{Conn: s.conn, Brokers: cfg.Kafka.Brokers, Every: kafkaMonitorEvery, Stuck: cfg.Kafka.RestartAfter, Logger: s.log}
+	s.verifier = &kafkaengine.Verifier{Conn: s.conn, Cluster: ch.Cluster, Brokers: cfg.Kafka.Brokers, Every: cfg.Kafka.VerifyEvery, Window: cfg.Kafka.VerifyWindow, Logger: s.log}
+	s.monitor = &kafkaengine.Monitor{Conn: s.conn, Cluster: ch.Cluster, Brokers: cfg.Kafka.Brokers, Every: kafkaMonitorEvery, Stuck: cfg.Kafka.RestartAfter, Logger: s.log}
 	if !cfg.NoReconcile {
 		cfg.Reconcile.Logger = s.log
-		s.sched = reconcile.NewScheduler(reconcile.New(s.conn, reconcile.Options{Cluster: ch.Cluster, OnFixed: func(r clickagg.Range) { marker.changed(r) }}), cfg.Reconcile)
+		s.rec, err = reconcile.Open(ctx, s.conn, ch, reconcile.Options{OnFixed: func(r clickagg.Range) { marker.changed(r) }})
+		if err != nil {
+			return nil, err
+		}
+		s.sched = reconcile.NewScheduler(s.rec, cfg.Reconcile)
 		src.Reconcile = s.sched.Last
 	}
 	src.Collector, src.Ingestor, src.Dedup, src.Cache = s.col.Stats, s.in.Stats, s.seen.Stats, s.cache.Stats
@@ -266,6 +271,9 @@ func (s *Server) Close() error {
 				s.in.Close(ctx)
 				cancel()
 			}
+		}
+		if s.rec != nil {
+			s.rec.Close()
 		}
 		if s.conn != nil {
 			s.conn.Close()

@@ -99,6 +99,16 @@ func (s Status) Shards() [][]string {
 	return out
 }
 
+// NativeAddrs are a cluster's native addresses, comma-separated, shard by
+// shard.
+func (s Status) NativeAddrs() string {
+	var addrs []string
+	for _, n := range s.Nodes {
+		addrs = append(addrs, n.Native)
+	}
+	return strings.Join(addrs, ",")
+}
+
 // NodeStatus is one server of a local cluster.
 type NodeStatus struct {
 	Name           string // "s1r2"

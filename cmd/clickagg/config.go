@@ -290,9 +290,12 @@ func (f *flags) clickhouse(o *chclient.Options) {
 	*o = o.WithDefaults()
 	if f.local != nil {
 		o.HTTP, o.Native, o.Database = f.local.ClickHouseHTTP, f.local.ClickHouseNative, f.local.Database
+		if f.local.Cluster != "" {
+			o.Native = f.local.NativeAddrs()
+		}
 	}
 	f.v(&o.HTTP, "clickhouse-http", "CLICKAGG_CLICKHOUSE_HTTP", "ClickHouse HTTP interface URL (inserts)")
-	f.v(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", "ClickHouse native protocol host:port (schema and queries)")
+	f.v(&o.Native, "clickhouse-native", "CLICKAGG_CLICKHOUSE_NATIVE", "ClickHouse native protocol host:port (schema and queries); on a cluster host:port[,host:port...], tried in order (default: every node of the local services' cluster)")
 	f.v(&o.Database, "clickhouse-database", "CLICKAGG_CLICKHOUSE_DATABASE", "ClickHouse database")
 	f.v(&o.User, "clickhouse-user", "CLICKAGG_CLICKHOUSE_USER", "ClickHouse user (password: CLICKAGG_CLICKHOUSE_PASSWORD or CLICKAGG_CLICKHOUSE_PASSWORD_FILE)")
 	if f.local != nil {
@@ -313,15 +316,6 @@ func (f *flags) clickhouse(o *chclient.Options) {
 		o.TLS, err = t.config()
 		return err
 	})
-}
-
-// oneServer refuses a cluster for the commands that cannot run on one yet
-// (the Kafka engine on a cluster comes next).
-func oneServer(command string, o chclient.Options) error {
-	if o.Cluster == "" {
-		return nil
-	}
-	return usagef("--clickhouse-cluster [CLICKAGG_CLICKHOUSE_CLUSTER] %s: %s does not run on a cluster yet; point it at one server", o.Cluster, command)
 }
 
 // redisAddr registers the Redis address flag.

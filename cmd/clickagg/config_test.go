@@ -140,6 +140,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"generate", "--batch", "-5"}, []string{"--batch [CLICKAGG_GENERATE_BATCH] -5"}},
 		{[]string{"kafka", "enable", "--consumers", "0", "--brokers", "k:9092"}, []string{"--consumers [CLICKAGG_KAFKA_CONSUMERS] 0"}},
 		{[]string{"migrate", "up", "--clickhouse-http", "localhost"}, []string{"--clickhouse-http [CLICKAGG_CLICKHOUSE_HTTP] localhost", "http:// or https://"}},
+		{[]string{"migrate", "up", "--clickhouse-native", "127.0.0.1:9000,127.0.0.1"}, []string{"--clickhouse-native [CLICKAGG_CLICKHOUSE_NATIVE] 127.0.0.1:9000,127.0.0.1", "host:port[,host:port...]"}},
 		{[]string{"serve", "--nope"}, []string{"not defined: --nope"}},
 	} {
 		_, errs, code := clickaggRun(t, context.Background(), tc.args...)

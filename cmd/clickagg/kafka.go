@@ -37,9 +37,6 @@ func setupKafka(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 		if err := f.check(c.ClickHouse.Validate()); err != nil {
 			return err
 		}
-		if err := oneServer("kafka", c.ClickHouse); err != nil {
-			return err
-		}
 		var start, end time.Time
 		switch f.arg(0) {
 		case "enable":
@@ -74,18 +71,18 @@ func setupKafka(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 		defer conn.Close()
 		switch f.arg(0) {
 		case "enable":
-			if err := kafkaengine.Enable(ctx, conn, *e); err != nil {
+			if err := kafkaengine.Enable(ctx, conn, c.ClickHouse.Cluster, *e); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "ClickHouse consumes %s from %s as group %s into %s.kafka_inbox; 'clickagg serve' drains it\n", e.Topic, e.Brokers, e.Group, c.ClickHouse.Database)
 		case "disable":
-			if err := kafkaengine.Disable(ctx, conn); err != nil {
+			if err := kafkaengine.Disable(ctx, conn, c.ClickHouse.Cluster); err != nil {
 				return err
 			}
 			fmt.Fprintln(stdout, "Kafka engine table dropped; kafka_inbox keeps what landed")
 		case "verify":
 			// --brokers, when given, is how this machine reaches them.
-			rep, err := kafkaengine.VerifyTopic(ctx, conn, e.Brokers, start, end, fix)
+			rep, err := kafkaengine.VerifyTopic(ctx, conn, c.ClickHouse.Cluster, e.Brokers, start, end, fix)
 			if err != nil {
 				return err
 			}

@@ -55,7 +55,12 @@ func (c *rangeCommand) run(ctx context.Context, stdout io.Writer, do func(*recon
 	if keep <= 0 {
 		keep = -1 // none; 0 would mean the default
 	}
-	rep, err := do(reconcile.New(conn, reconcile.Options{MaxRows: keep, Cluster: c.ch.Cluster}))
+	r, err := reconcile.Open(ctx, conn, c.ch, reconcile.Options{MaxRows: keep})
+	if err != nil {
+		return reconcile.Report{}, err
+	}
+	defer r.Close()
+	rep, err := do(r)
 	var perr error
 	if c.json {
 		enc := json.NewEncoder(stdout)

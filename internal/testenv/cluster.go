@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,11 +104,14 @@ func stopCluster() {
 	}
 }
 
-// Options are the chclient settings of db: the cluster, its shards, and
-// the first node's addresses.
+// Options are the chclient settings of db: the cluster, its shards, every
+// node's native address and the first node's HTTP interface.
 func (db ClusterDB) Options() chclient.Options {
-	first := db.Cluster.Nodes[0]
-	o := chclient.Options{HTTP: first.HTTPURL(), Native: first.NativeAddr(), Database: db.Database, Cluster: db.Cluster.Name}
+	var natives []string
+	for _, n := range db.Cluster.Nodes {
+		natives = append(natives, n.NativeAddr())
+	}
+	o := chclient.Options{HTTP: db.Cluster.Nodes[0].HTTPURL(), Native: strings.Join(natives, ","), Database: db.Database, Cluster: db.Cluster.Name}
 	for s := 1; len(db.Cluster.Shard(s)) > 0; s++ {
 		var urls []string
 		for _, n := range db.Cluster.Shard(s) {

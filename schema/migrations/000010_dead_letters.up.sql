@@ -9,3 +9,4 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(received_at)
 ORDER BY (received_at, reason)
+SETTINGS replicated_max_ratio_of_wrong_parts = 1

@@ -4,3 +4,4 @@ CREATE TABLE IF NOT EXISTS kafka_inbox_progress (
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(updated_at)
 ORDER BY updated_at
+SETTINGS replicated_max_ratio_of_wrong_parts = 1
