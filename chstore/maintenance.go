@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg/schema"
@@ -54,6 +55,36 @@ func (s *Store) LoadRecentIDs(ctx context.Context, since time.Time, add func(at 
 		return n, fmt.Errorf("load recent ids: %w", err)
 	}
 	return n, nil
+}
+
+// CommittedIDs tells which of fps (cityHash64 of event_id) were accepted
+// within the dedup table's reach, once the INSERTs into events running now
+// have finished: what another instance needs to settle the holds of one
+// that died (package claims).
+func (s *Store) CommittedIDs(ctx context.Context, fps []uint64) (map[uint64]bool, error) {
+	if err := s.waitInserts(ctx, time.Minute); err != nil {
+		return nil, fmt.Errorf("look up event ids: %w", err)
+	}
+	in := make(map[uint64]bool, len(fps))
+	// In pieces: the SQL text stays under 18.16's max_query_size.
+	for len(fps) > 0 {
+		n := min(len(fps), 5000)
+		set := make([]any, n)
+		for i, fp := range fps[:n] {
+			set[i] = fp
+		}
+		err := s.query(ctx, "SELECT DISTINCT fingerprint FROM recent_event_ids WHERE fingerprint IN ?", []any{clickhouse.GroupSet{Value: set}}, func(rows driver.Rows) error {
+			var fp uint64
+			err := rows.Scan(&fp)
+			in[fp] = true
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("look up event ids: %w", err)
+		}
+		fps = fps[n:]
+	}
+	return in, nil
 }
 
 // waitInserts waits, at most limit, until none of the INSERTs into events

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/claims"
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/eventjson"
 	"github.com/clickagg/clickagg/ingestor"
@@ -71,6 +73,10 @@ type Options struct {
 	MaxFutureSkew time.Duration
 	// Dedup recognises resends; nil counts every event as new.
 	Dedup *dedup.Set
+	// Shared, with Dedup, holds the ids this instance's set finds new
+	// across instances, so that a resend to another one counts once; nil:
+	// this instance alone.
+	Shared *claims.Set
 	// DeadLetters stores refused events and bodies; nil drops them (tests).
 	DeadLetters ingestor.Transport
 	// DeadLettersTable is the table they go to; default "dead_letters" (a
@@ -78,6 +84,8 @@ type Options struct {
 	DeadLettersTable string
 	// Hooks observe commits; optional.
 	Hooks Hooks
+	// Logger gets what has no answer to go to; default none.
+	Logger *slog.Logger
 }
 
 // WithDefaults returns o with its zero fields set to the defaults.
@@ -92,6 +100,9 @@ func (o Options) WithDefaults() Options {
 	o.AllowedLateness = clickagg.PositiveOr(o.AllowedLateness, DefaultAllowedLateness)
 	o.MaxFutureSkew = clickagg.PositiveOr(o.MaxFutureSkew, DefaultMaxFutureSkew)
 	o.DeadLettersTable = cmp.Or(o.DeadLettersTable, "dead_letters")
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -197,7 +208,13 @@ type Collector struct {
 
 	byField  []atomic.Int64  // indexed like Fields
 	byReason [8]atomic.Int64 // indexed by clickagg.RejectReason
+
+	settling sync.WaitGroup // claims settled after the answer
 }
+
+// WaitSettled waits until the claims of answered requests are settled
+// (after the ingestor has closed: their outcomes are known then).
+func (c *Collector) WaitSettled() { c.settling.Wait() }
 
 // request is the reusable per-request state.
 type request struct {
@@ -205,6 +222,9 @@ type request struct {
 	dead     ingestor.DeadLetters
 	fps      []uint64
 	verdicts []dedup.Verdict
+	fresh    []uint64 // the ids the local set found new, for Shared
+	freshAt  []int    // their indexes in fps
+	sharedV  []dedup.Verdict
 	hours    []time.Time
 	now      time.Time
 	oldest   time.Time // ts bounds of this request: AllowedLateness, MaxFutureSkew
@@ -411,12 +431,76 @@ var errOverloaded = errors.New("too many requests in flight")
 // stored as a duplicate, so the sender must resend for it to count.
 var errResend = errors.New("a concurrent request holding some of these event ids failed; resend")
 
+// errShared: the ids could not be held across instances.
+var errShared = errors.New("event ids could not be checked across instances")
+
+// claimShared holds across instances the ids the local claim found new;
+// those another instance holds or committed become InFlight or Duplicate
+// in r.verdicts and are let go by the local claim.
+func (c *Collector) claimShared(r *request, claim *dedup.Claim) (*claims.Claim, error) {
+	r.fresh, r.freshAt = r.fresh[:0], r.freshAt[:0]
+	for i, v := range r.verdicts {
+		if v == dedup.Fresh {
+			r.fresh, r.freshAt = append(r.fresh, r.fps[i]), append(r.freshAt, i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
+	defer cancel()
+	shared, vs, err := c.o.Shared.Claim(ctx, r.fresh, r.sharedV)
+	r.sharedV = vs
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errShared, err)
+	}
+	var elsewhere, done []uint64
+	for j, v := range vs {
+		if v == dedup.Fresh {
+			continue
+		}
+		r.verdicts[r.freshAt[j]] = v
+		elsewhere = append(elsewhere, r.fresh[j])
+		if v == dedup.Duplicate {
+			done = append(done, r.fresh[j])
+		}
+	}
+	c.o.Dedup.Release(claim, elsewhere)
+	c.o.Dedup.Add(r.now, done...)
+	return shared, nil
+}
+
+// settleShared records the outcome of the shared claim, retrying for a
+// minute: while it stands unsettled, other instances wait on its ids.
+func (c *Collector) settleShared(shared *claims.Claim, committed func(uint64) bool) {
+	if shared == nil {
+		return
+	}
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
+		err := shared.Settle(ctx, committed)
+		cancel()
+		if err == nil || wait > time.Minute {
+			if err != nil {
+				c.o.Logger.Error("event ids held across instances not settled: resends of them wait until this instance is gone", "ids", len(shared.Fps()), "err", err)
+			}
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
 // commit marks resends, commits the rows and the dead letters, and settles
 // the request's claim on its event ids.
 func (c *Collector) commit(r *request, now time.Time) error {
 	var claim *dedup.Claim
+	var shared *claims.Claim
 	if c.o.Dedup != nil && len(r.fps) > 0 {
 		claim, r.verdicts = c.o.Dedup.Check(r.fps, r.verdicts)
+		if c.o.Shared != nil {
+			var err error
+			if shared, err = c.claimShared(r, claim); err != nil {
+				c.o.Dedup.Settle(claim, false)
+				return err
+			}
+		}
 		for i, v := range r.verdicts {
 			if v != dedup.Fresh {
 				r.w.rows.SetDuplicate(i)
@@ -449,20 +533,41 @@ func (c *Collector) commit(r *request, now time.Time) error {
 		}
 	}
 	var uncertain *ingestor.UncertainError
+	sharedOK := true
 	switch {
 	case claim != nil && err != nil && (p.Partial() || errors.As(err, &uncertain)):
 		// Some rows may be in ClickHouse (a shard that committed, a block
 		// whose answer was lost): each id stays held until its own outcome
 		// is known, so that the sender's resend counts once either way.
-		go c.o.Dedup.SettleEach(claim, p.Landed)
+		c.settling.Go(func() {
+			c.o.Dedup.SettleEach(claim, p.Landed)
+			c.settleShared(shared, p.Landed)
+		})
 	case claim != nil:
-		c.o.Dedup.Settle(claim, err == nil)
+		committed := err == nil
+		// Not waited for: until it lands, a resend to another instance
+		// waits on this one's hold, and learns the same outcome.
+		if shared != nil {
+			c.settling.Go(func() { c.settleShared(shared, func(uint64) bool { return committed }) })
+		}
+		// Ids another instance holds were stored here as duplicates: this
+		// request's own waiters learn their outcome too, so it is settled
+		// as failed if one of them did not commit there.
+		if committed && shared != nil {
+			wctx, cancel := context.WithTimeout(context.Background(), c.o.QueueTimeout)
+			var werr error
+			if sharedOK, werr = shared.Wait(wctx); werr != nil {
+				c.o.Logger.Warn("event ids held by another instance: outcome unknown, the sender resends", "err", werr)
+			}
+			cancel()
+		}
+		c.o.Dedup.Settle(claim, committed && sharedOK)
 	}
 	err = errors.Join(err, <-deadDone)
 	if err != nil {
 		return err
 	}
-	if claim != nil && !claim.Wait() {
+	if claim != nil && (!claim.Wait() || !sharedOK) {
 		return errResend
 	}
 	if c.o.Hooks != nil && len(r.hours) > 0 {
@@ -703,6 +808,8 @@ func retryLater(err error) (string, bool) {
 		return "too many request bodies in flight", true
 	case errors.Is(err, errResend):
 		return "a concurrent request holding some of these event ids failed", true
+	case errors.Is(err, errShared):
+		return "event ids cannot be checked across instances (Redis unavailable)", true
 	case ingestor.Temporary(err):
 		return "ClickHouse unavailable or overloaded", true
 	}

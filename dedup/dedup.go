@@ -233,6 +233,31 @@ func (s *Set) SettleEach(c *Claim, committed func(fp uint64) bool) {
 	close(c.done)
 }
 
+// Release lets go of fps held by c before it settles: ids that another
+// instance holds or committed (package claims), which c's outcome must not
+// make this set remember.
+func (s *Set) Release(c *Claim, fps []uint64) {
+	if len(fps) == 0 {
+		return
+	}
+	drop := make(map[uint64]bool, len(fps))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fp := range fps {
+		drop[fp] = true
+		if s.pending[fp] == c {
+			delete(s.pending, fp)
+		}
+	}
+	kept := c.fps[:0]
+	for _, fp := range c.fps {
+		if !drop[fp] {
+			kept = append(kept, fp)
+		}
+	}
+	c.fps = kept
+}
+
 // Wait blocks until every claim holding an id this claim found in flight is
 // settled, and reports whether all of them committed. When one did not, the
 // caller's copy was stored as a duplicate and is not counted: it must ask

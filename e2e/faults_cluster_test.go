@@ -194,13 +194,18 @@ func TestFaultClusterShardDown(t *testing.T) {
 	firstAck := l.firstAckAfter(backAt)
 	stop()
 
+	// A stopped node can end an INSERT between the table and its views
+	// (18.16 writes them after): the aggregates are short of that block
+	// until reconciliation, as the README says; run it as serve would.
+	waitReplicated(t, db)
+	fixed := reconcileCluster(t, db, time.Now().Add(-3*time.Hour))
 	// 300-event batches always hold events of both shards: all refused.
 	attempts := checkOutage(t, db, l, stoppedAt, backAt)
 	if l.lateDups == 0 {
 		t.Error("no event of the healthy shard committed under a 503 came back as a duplicate: the partial commits went unseen")
 	}
-	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates; %d blocks whose answer was lost landed once",
-		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups, s.ingestStats().Recovered)
+	t.Logf("shard 2 stopped %v (stop took %v), up again: first 200 %v after; %d attempts while down, all 503; %d events acknowledged, each counted once; %d events the healthy shard committed under a 503 came back as duplicates; %d blocks whose answer was lost landed once; reconciliation fixed %d aggregate rows",
+		backAt.Sub(downAt).Round(time.Millisecond), stoppedAt.Sub(downAt).Round(time.Millisecond), firstAck.Sub(backAt).Round(time.Millisecond), attempts, len(l.acked), l.lateDups, s.ingestStats().Recovered, fixed)
 }
 
 // ingestStats are the server's ingestor totals.

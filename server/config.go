@@ -13,6 +13,7 @@ import (
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/cache"
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/claims"
 	"github.com/clickagg/clickagg/collector"
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
@@ -53,6 +54,11 @@ type Config struct {
 	Cache      cache.Options
 	Dedup      dedup.Options
 	Auth       queryapi.AuthOptions
+	// SharedDedup holds event ids across the instances on one database in
+	// Redis (Claims), so that a resend to another instance counts once at
+	// once; ingest answers 503 while Redis is out of reach.
+	SharedDedup bool
+	Claims      claims.Options
 
 	Reconcile   reconcile.SchedulerOptions
 	NoReconcile bool // no scheduled reconciliation (cron runs `clickagg reconcile`)
@@ -116,6 +122,7 @@ func DefaultConfig() Config {
 		Collector:       collector.Options{}.WithDefaults(),
 		Cache:           cache.Options{LocalTTL: cache.DefaultLocalTTL}.WithDefaults(),
 		Dedup:           dedup.Options{}.WithDefaults(),
+		Claims:          claims.Options{}.WithDefaults(),
 		Auth:            queryapi.AuthOptions{MaxConcurrent: queryapi.DefaultMaxConcurrent},
 		Reconcile:       reconcile.SchedulerOptions{Fix: reconcile.DefaultFix}.WithDefaults(),
 		Kafka: KafkaOptions{
@@ -162,6 +169,7 @@ func (c Config) Validate() error {
 		clickagg.Within("Collector", c.Collector.Validate()),
 		clickagg.Within("Cache", c.Cache.Validate()),
 		clickagg.Within("Dedup", c.Dedup.Validate()),
+		clickagg.Within("Claims", c.Claims.Validate()),
 		clickagg.Within("Auth", c.Auth.Validate()),
 		clickagg.Within("Reconcile", c.Reconcile.Validate()),
 		clickagg.Within("Kafka", c.Kafka.Validate()),

@@ -31,6 +31,7 @@ import (
 	"github.com/clickagg/clickagg/cache"
 	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/chstore"
+	"github.com/clickagg/clickagg/claims"
 	"github.com/clickagg/clickagg/collector"
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
@@ -58,6 +59,7 @@ type Server struct {
 	col         *collector.Collector
 	app         *fiber.App
 	drain       *kafkaengine.Drain
+	claims      *claims.Set // nil unless SharedDedup
 	monitor     *kafkaengine.Monitor
 	verifier    *kafkaengine.Verifier
 	rec         *reconcile.Reconciler // nil with NoReconcile
@@ -128,8 +130,17 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.log.Info("dedup set loaded", "ids", n, "horizon", cfg.Dedup.Horizon)
+	if cfg.SharedDedup {
+		o := cfg.Claims
+		o.Prefix, o.Committed, o.Logger = o.Prefix+ch.Database+":", s.store.CommittedIDs, s.log
+		s.claims = claims.New(s.rdb, o)
+		if err := s.claims.Start(ctx); err != nil {
+			s.log.Warn("event ids cannot be held across instances yet: ingest answers 503 until Redis answers", "err", err)
+		}
+		cfg.Collector.Shared = s.claims
+	}
 	marker := pastMarker{s.cache, s.log}
-	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks = s.seen, dead, marker
+	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks, cfg.Collector.Logger = s.seen, dead, marker, s.log
 	s.col = collector.New(s.in, cfg.Collector)
 
 	// Events ClickHouse consumed from Kafka go through the same collector.
@@ -200,6 +211,17 @@ func (s *Server) Run(ctx context.Context) error {
 	// ingestor it feeds is closed.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
+	// The liveness key outlives every commit: gone, other instances take
+	// this one's holds over.
+	live, stopLive := context.WithCancel(context.Background())
+	liveDone := make(chan struct{})
+	defer func() { stopLive(); <-liveDone }()
+	go func() {
+		defer close(liveDone)
+		if s.claims != nil {
+			s.claims.Run(live)
+		}
+	}()
 	var background sync.WaitGroup
 	background.Go(func() { s.drain.Run(bg) })
 	background.Go(func() { s.verifier.Run(bg) })
@@ -246,6 +268,9 @@ func (s *Server) Run(ctx context.Context) error {
 		stopBG()
 		background.Wait()
 		ierr := s.in.Close(sctx)
+		s.col.WaitSettled()
+		stopLive()
+		<-liveDone
 		if err := errors.Join(herr, ierr); err != nil {
 			return fmt.Errorf("shutdown: %w", err)
 		}

@@ -37,6 +37,8 @@ func setupServe(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 	f.v(&c.Cache.LocalTTL, "cache-local-ttl", "CLICKAGG_CACHE_LOCAL_TTL", "keep answers in process this long in front of Redis (0: off); other instances' late marks are seen within it")
 	f.v(&c.Cache.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", "cache lifetime of answers that include the current minute")
 	f.v(&c.Dedup.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
+	f.v(&c.SharedDedup, "dedup-shared", "CLICKAGG_DEDUP_SHARED", "hold event ids across the instances on this database in Redis, so that a resend to another instance counts once at once; ingest answers 503 while Redis is out of reach")
+	f.v(&c.Claims.Horizon, "dedup-shared-horizon", "CLICKAGG_DEDUP_SHARED_HORIZON", "how long Redis remembers an accepted event id for the other instances (about 90 bytes each; reconciliation covers the rest)")
 	f.v(&c.Dedup.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
 	f.v(&c.DeadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", "how long dead letters are kept (whole days are dropped; at least 24h)")
 	f.v(&c.Reconcile.Every, "reconcile-every", "CLICKAGG_RECONCILE_EVERY", "how often the aggregates are reconciled with the raw events")

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/internal/testenv"
+	"github.com/clickagg/clickagg/server"
+)
+
+// sharedDedup is the setting of instances that hold event ids in Redis.
+func sharedDedup(c *server.Config) { c.SharedDedup = true }
+
+// twoInstances starts two instances with shared dedup on one database (of
+// the shared cluster when cluster) and one Redis, and returns them with the
+// database to check.
+func twoInstances(t *testing.T, cluster bool) (a, b *stack, db testenv.ClickHouseDB) {
+	t.Helper()
+	redisAddr := testenv.Redis(t).Addr()
+	mk := func() *stack { return &stack{t: t, redisAddr: redisAddr, tune: sharedDedup} }
+	a, b = mk(), mk()
+	if cluster {
+		cdb := testenv.MigratedCluster(t)
+		a.cluster, b.cluster = &cdb, &cdb
+		db = cdb.Node(cdb.Cluster.Nodes[0])
+	} else {
+		db = testenv.Migrated(t)
+		a.db, b.db = db, db
+	}
+	for _, s := range []*stack{a, b} {
+		s.start()
+		t.Cleanup(func() { s.stop() })
+	}
+	return a, b, db
+}
+
+// TestResendToAnotherInstance: with --dedup-shared, a batch sent to one
+// instance and then to the other, or to both at once, is counted once in
+// events and in the aggregates as soon as the second answer is in, and the
+// answers together report every copy but one as a duplicate. On one server
+// and on the 2 x 2 cluster.
+func TestResendToAnotherInstance(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		name := "one server"
+		if cluster {
+			name = "2x2 cluster"
+		}
+		t.Run(name, func(t *testing.T) {
+			a, b, db := twoInstances(t, cluster)
+			r := rand.New(rand.NewPCG(41, 42))
+			var all []event
+			batch := func(first int) ([][]byte, []event) {
+				var lines [][]byte
+				var evs []event
+				for i := first; i < first+300; i++ {
+					e := randomEvent(r, i, time.Now().UTC(), time.Hour)
+					evs, lines = append(evs, e), append(lines, e.json())
+				}
+				return lines, evs
+			}
+			// One after the other: A then B.
+			for round := range 5 {
+				lines, evs := batch(round * 1000)
+				all = append(all, evs...)
+				first, second := a, b
+				if round%2 == 1 {
+					first, second = b, a
+				}
+				if got := first.post(lines); got.Accepted != len(evs) {
+					t.Fatalf("round %d, first instance: %+v", round, got)
+				}
+				if got := second.post(lines); got.Accepted != 0 || got.Duplicates != len(evs) {
+					t.Fatalf("round %d, the same batch to the other instance: %+v, want every event a duplicate", round, got)
+				}
+				checkEvents(t, db, all)
+			}
+			// At once, to both.
+			for round := 5; round < 25; round++ {
+				lines, evs := batch(round * 1000)
+				all = append(all, evs...)
+				var wg sync.WaitGroup
+				answers := make([]answer, 2)
+				for i, s := range []*stack{a, b} {
+					wg.Go(func() { answers[i] = s.post(lines) })
+				}
+				wg.Wait()
+				if acc, dup := answers[0].Accepted+answers[1].Accepted, answers[0].Duplicates+answers[1].Duplicates; acc != len(evs) || dup != len(evs) {
+					t.Fatalf("round %d, both at once: %+v and %+v, want %d accepted and %d duplicates between them", round, answers[0], answers[1], len(evs), len(evs))
+				}
+			}
+			checkStored(t, db, all)
+		})
+	}
+}
+
+// TestSharedDedupRedisDown: with --dedup-shared and Redis stopped, ingest
+// answers 503 with Retry-After and a JSON body and commits nothing; once
+// Redis is back the same batch is taken, once.
+func TestSharedDedupRedisDown(t *testing.T) {
+	rs := testenv.Redis(t)
+	db := testenv.Migrated(t)
+	s := &stack{t: t, db: db, redisAddr: rs.Addr(), tune: func(c *server.Config) {
+		c.SharedDedup = true
+		c.Claims.LiveTTL = time.Second
+	}}
+	s.start()
+	t.Cleanup(func() { s.stop() })
+	r := rand.New(rand.NewPCG(43, 44))
+	var evs []event
+	var lines [][]byte
+	for i := range 200 {
+		e := randomEvent(r, i, time.Now().UTC(), time.Hour)
+		evs, lines = append(evs, e), append(lines, e.json())
+	}
+	if err := rs.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Join(lines, []byte("\n"))
+	resp, err := http.Post(s.url+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := readAll(resp)
+	raw := string(b)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(raw, "across instances") {
+		t.Errorf("post with Redis stopped: %d %q (Retry-After %q), want 503 naming the cause", resp.StatusCode, raw, resp.Header.Get("Retry-After"))
+	}
+	if n := testenv.QueryString(t, db, "SELECT count() FROM events"); n != "0" {
+		t.Errorf("events after the 503: %s, want none", n)
+	}
+	if err := rs.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "ingest taken again with Redis back", func() bool {
+		resp, err := http.Post(s.url+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+		if err != nil {
+			return false
+		}
+		readAll(resp)
+		return resp.StatusCode == 200
+	})
+	checkStored(t, db, evs)
+}
