@@ -280,17 +280,24 @@ func checkEvents(t *testing.T, db testenv.ClickHouseDB, acked []event) (dupRows 
 		ids[id]++
 	}
 	missing, twice := 0, 0
+	var sample []string
 	for _, e := range acked {
 		switch ids[e.id] {
 		case 0:
 			missing++
 		case 1:
 		default:
-			twice++
+			if twice++; len(sample) < 3 {
+				sample = append(sample, "'"+e.id+"'")
+			}
 		}
 	}
 	if missing > 0 || twice > 0 {
 		t.Errorf("of %d acknowledged events %d are missing and %d counted more than once", len(acked), missing, twice)
+	}
+	if len(sample) > 0 {
+		t.Logf("rows of events counted twice (event_id, received_at, duplicate): %s", strings.ReplaceAll(testenv.QueryString(t, db,
+			"SELECT event_id, toString(received_at), duplicate FROM events WHERE event_id IN ("+strings.Join(sample, ",")+") ORDER BY event_id, received_at"), "\n", "; "))
 	}
 	return dupRows
 }
