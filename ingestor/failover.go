@@ -45,7 +45,7 @@ func NewFailover(urls []string, o HTTPOptions) (*Failover, error) {
 // the events be resent as new ones and counted twice.
 func (f *Failover) Insert(ctx context.Context, query string, block []byte) error {
 	start := int(f.current.Load())
-	var err, lost error
+	var err, lost, first error
 	for i := range f.replicas {
 		r := (start + i) % len(f.replicas)
 		if err = f.replicas[r].Insert(ctx, query, block); err == nil {
@@ -55,12 +55,19 @@ func (f *Failover) Insert(ctx context.Context, query string, block []byte) error
 		if lost == nil && answerLost(err) {
 			lost = err
 		}
+		if first == nil {
+			first = err
+		}
 		if !Temporary(err) || ctx.Err() != nil {
 			break
 		}
 	}
-	if lost != nil && lost != err {
+	switch {
+	case lost != nil && lost != err:
 		return fmt.Errorf("%w (then %s)", lost, err.Error())
+	case first != err && first.Error() != err.Error():
+		// What the first replica said is kept for the log.
+		return fmt.Errorf("%w (first replica: %s)", err, first.Error())
 	}
 	return err
 }

@@ -456,7 +456,7 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 		return err
 	}
 	start := time.Now()
-	var err error
+	var err, first error
 	attempt := 0
 	uncertain := false // an attempt lost its answer and no probe has told since
 	lost := false      // Deduplicated: an attempt lost its answer
@@ -482,6 +482,9 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 			}
 		}
 		cancel()
+		if first == nil {
+			first = err
+		}
 		if err == nil || attempt > in.o.MaxRetries || !Temporary(err) || in.ctx.Err() != nil {
 			break
 		}
@@ -498,6 +501,10 @@ func (in *Ingestor) send(buf *proto.Buffer, rows *Rows) error {
 		in.recovered.Add(1)
 	}
 	if err != nil {
+		if attempt > 1 && first != nil && first.Error() != err.Error() {
+			// The first failure is often the cause; the last, its echo.
+			err = fmt.Errorf("%w (first attempt: %s)", err, first.Error())
+		}
 		err = fmt.Errorf("insert %d rows after %d attempts: %w", rows.Len(), attempt, err)
 		switch {
 		case uncertain:
@@ -519,14 +526,19 @@ func (in *Ingestor) maybeLanded(err error) bool {
 }
 
 // answerLost reports whether a failed INSERT may have reached the server:
-// any network error but a failed connect, or ClickHouse saying it does not
-// know (a quorum insert that timed out).
+// any network error but a failed connect; ClickHouse saying it does not
+// know (a quorum insert that timed out); or a failure after the table took
+// the block: ClickHouse writes the views after the table, and an error
+// "while pushing to view" (seen: ZooKeeper lost while a replicated view
+// allocated its block number) leaves the block in events. A ZooKeeper
+// error may come after the table's commit too.
 func answerLost(err error) bool {
 	var ne *NetError
 	var oe *net.OpError
 	var se *ServerError
 	if errors.As(err, &se) {
-		return se.Code == proto.ErrUnknownStatusOfInsert
+		return se.Code == proto.ErrUnknownStatusOfInsert || se.Code == proto.ErrKeeperException ||
+			strings.Contains(se.Message, "while pushing to view")
 	}
 	return errors.As(err, &ne) && !(errors.As(err, &oe) && oe.Op == "dial")
 }
