@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,4 +146,77 @@ func TestSharedDedupRedisDown(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 	checkStored(t, db, evs)
+}
+
+// TestOneReconcilerAtATime: three instances with --dedup-shared and a
+// reconciliation every second: one holds the lease and runs every period,
+// the others none; stopped, another takes over within the lease's TTL.
+func TestOneReconcilerAtATime(t *testing.T) {
+	db := testenv.Migrated(t)
+	redisAddr := testenv.Redis(t).Addr()
+	const ttl = time.Second
+	var stacks []*stack
+	for range 3 {
+		s := &stack{t: t, db: db, redisAddr: redisAddr, logs: new(lockedBuffer), tune: func(c *server.Config) {
+			c.SharedDedup, c.LeaseTTL = true, ttl
+			c.NoReconcile, c.Reconcile.Every, c.Reconcile.NoDaily, c.Reconcile.Lookback = false, time.Second, true, 10*time.Minute
+		}}
+		s.start()
+		t.Cleanup(func() { s.stop() })
+		stacks = append(stacks, s)
+	}
+	holder := func(among []*stack) (n int, who *stack) {
+		for _, s := range among {
+			if s.srv.LeaseHeld() {
+				n, who = n+1, s
+			}
+		}
+		return n, who
+	}
+	runs := func(s *stack) int {
+		n := 0
+		for _, r := range s.logs.records(t) {
+			if r["msg"] == "reconciled" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 10*time.Second, "one instance holding the lease", func() bool { n, _ := holder(stacks); return n == 1 })
+	_, first := holder(stacks)
+	before := map[*stack]int{}
+	for _, s := range stacks {
+		before[s] = runs(s)
+	}
+	const watch = 5 * time.Second
+	time.Sleep(watch)
+	for _, s := range stacks {
+		got := runs(s) - before[s]
+		switch {
+		case s == first && (got < 3 || got > 7):
+			t.Errorf("the holder reconciled %d times in %v, want about one a second", got, watch)
+		case s != first && got != 0:
+			t.Errorf("an instance without the lease reconciled %d times", got)
+		}
+	}
+	if n, _ := holder(stacks); n != 1 {
+		t.Fatalf("%d instances hold the lease", n)
+	}
+
+	// The holder goes: another takes over.
+	first.stop()
+	first.stop = func() {}
+	gone := time.Now()
+	rest := slices.DeleteFunc(slices.Clone(stacks), func(s *stack) bool { return s == first })
+	waitFor(t, 3*ttl, "another instance holding the lease", func() bool { n, _ := holder(rest); return n == 1 })
+	took := time.Since(gone)
+	_, second := holder(rest)
+	n := runs(second)
+	waitFor(t, 5*time.Second, "the new holder reconciling", func() bool { return runs(second) > n })
+	for _, s := range rest {
+		if s != second && runs(s) != before[s] {
+			t.Errorf("an instance without the lease reconciled")
+		}
+	}
+	t.Logf("one instance of three reconciled, once a second; its successor took the lease %v after it stopped", took.Round(time.Millisecond))
 }

@@ -160,8 +160,16 @@ func (d *Drain) Stats() DrainStats {
 	return s
 }
 
-// Run drains until ctx ends. Errors are counted, logged and retried.
+// Run drains until ctx ends. Errors are counted, logged and retried. Each
+// Run starts from the stored progress: between two, another instance may
+// have drained (the dedup set shared by instances, package claims,
+// recognises the events it counted after its last stored watermark).
 func (d *Drain) Run(ctx context.Context) {
+	d.mu.Lock()
+	d.watermark, d.pending, d.holding = 0, 0, false
+	d.mu.Unlock()
+	d.done, d.seen, d.forgotten, d.idle = map[uint32]int{}, map[uint64]uint32{}, 0, false
+	d.written, d.writtenAt, d.recheckFrom, d.reason, d.checked = 0, 0, 0, "", time.Time{}
 	for ctx.Err() == nil {
 		more, err := d.Poll(ctx)
 		if err != nil && ctx.Err() == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/kafkaengine"
+	"github.com/clickagg/clickagg/lease"
 	"github.com/clickagg/clickagg/queryapi"
 	"github.com/clickagg/clickagg/reconcile"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	// once; ingest answers 503 while Redis is out of reach.
 	SharedDedup bool
 	Claims      claims.Options
+	// LeaseTTL, with SharedDedup: scheduled reconciliation, Kafka
+	// verification and the inbox drain run on one instance at a time, under
+	// a lease in Redis that outlives a dead holder this long.
+	LeaseTTL time.Duration
 
 	Reconcile   reconcile.SchedulerOptions
 	NoReconcile bool // no scheduled reconciliation (cron runs `clickagg reconcile`)
@@ -123,6 +128,7 @@ func DefaultConfig() Config {
 		Cache:           cache.Options{LocalTTL: cache.DefaultLocalTTL}.WithDefaults(),
 		Dedup:           dedup.Options{}.WithDefaults(),
 		Claims:          claims.Options{}.WithDefaults(),
+		LeaseTTL:        lease.DefaultTTL,
 		Auth:            queryapi.AuthOptions{MaxConcurrent: queryapi.DefaultMaxConcurrent},
 		Reconcile:       reconcile.SchedulerOptions{Fix: reconcile.DefaultFix}.WithDefaults(),
 		Kafka: KafkaOptions{
@@ -170,6 +176,7 @@ func (c Config) Validate() error {
 		clickagg.Within("Cache", c.Cache.Validate()),
 		clickagg.Within("Dedup", c.Dedup.Validate()),
 		clickagg.Within("Claims", c.Claims.Validate()),
+		clickagg.AtLeast("LeaseTTL", c.LeaseTTL, time.Second, "a second"),
 		clickagg.Within("Auth", c.Auth.Validate()),
 		clickagg.Within("Reconcile", c.Reconcile.Validate()),
 		clickagg.Within("Kafka", c.Kafka.Validate()),

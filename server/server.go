@@ -38,6 +38,7 @@ import (
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/kafka"
 	"github.com/clickagg/clickagg/kafkaengine"
+	"github.com/clickagg/clickagg/lease"
 	"github.com/clickagg/clickagg/prom"
 	"github.com/clickagg/clickagg/queryapi"
 	"github.com/clickagg/clickagg/reconcile"
@@ -59,7 +60,8 @@ type Server struct {
 	col         *collector.Collector
 	app         *fiber.App
 	drain       *kafkaengine.Drain
-	claims      *claims.Set // nil unless SharedDedup
+	claims      *claims.Set  // nil unless SharedDedup
+	lease       *lease.Lease // nil unless SharedDedup
 	monitor     *kafkaengine.Monitor
 	verifier    *kafkaengine.Verifier
 	rec         *reconcile.Reconciler // nil with NoReconcile
@@ -138,6 +140,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.log.Warn("event ids cannot be held across instances yet: ingest answers 503 until Redis answers", "err", err)
 		}
 		cfg.Collector.Shared = s.claims
+		s.lease = lease.New(s.rdb, lease.Options{Key: o.Prefix + "lease:scheduled", TTL: cfg.LeaseTTL, Logger: s.log})
 	}
 	marker := pastMarker{s.cache, s.log}
 	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks, cfg.Collector.Logger = s.seen, dead, marker, s.log
@@ -223,12 +226,23 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	var background sync.WaitGroup
-	background.Go(func() { s.drain.Run(bg) })
-	background.Go(func() { s.verifier.Run(bg) })
-	background.Go(func() { s.monitor.Run(bg) })
-	if s.sched != nil {
-		background.Go(func() { s.sched.Run(bg) })
+	// Work that must not run twice at once runs, with several instances,
+	// on the one holding the lease.
+	scheduled := func(ctx context.Context) {
+		var wg sync.WaitGroup
+		wg.Go(func() { s.drain.Run(ctx) })
+		wg.Go(func() { s.verifier.Run(ctx) })
+		if s.sched != nil {
+			wg.Go(func() { s.sched.Run(ctx) })
+		}
+		wg.Wait()
 	}
+	if s.lease != nil {
+		background.Go(func() { s.lease.Run(bg, scheduled) })
+	} else {
+		background.Go(func() { scheduled(bg) })
+	}
+	background.Go(func() { s.monitor.Run(bg) })
 	background.Go(func() { s.runJanitor(bg) })
 
 	g.Go(func() error {
@@ -280,6 +294,10 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	return g.Wait()
 }
+
+// LeaseHeld reports whether this instance runs the scheduled work: always
+// alone, and with SharedDedup while it holds the lease.
+func (s *Server) LeaseHeld() bool { return s.lease == nil || s.lease.Held() }
 
 // Close releases the connections and, when Run never ran, the listeners
 // and the ingestor. It is safe to call more than once.
