@@ -208,3 +208,26 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("claim after the liveness key went unrenewed: %v, want ErrNotLive", err)
 	}
 }
+
+// TestOwnHoldInFlight: an id this instance holds for a request whose
+// outcome is not settled yet is in flight for the next request, not a
+// duplicate: if the first fails, the second learns it and asks for a
+// resend (a duplicate verdict would have lost the event).
+func TestOwnHoldInFlight(t *testing.T) {
+	rdb := client(t, testenv.Redis(t).Addr())
+	a := start(t, rdb, claims.Options{})
+	first, _ := claim(t, a.Set, 7)
+	second, v := claim(t, a.Set, 7)
+	if !slices.Equal(v, []dedup.Verdict{inFlight}) {
+		t.Fatalf("the same instance's unsettled hold: %v, want in flight", v)
+	}
+	if err := first.Settle(t.Context(), committed(false)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := second.Wait(t.Context()); ok || err != nil {
+		t.Errorf("wait on a failed hold of this instance: %v %v, want false", ok, err)
+	}
+	if _, v := claim(t, a.Set, 7); !slices.Equal(v, []dedup.Verdict{fresh}) {
+		t.Errorf("after the failure: %v, want new", v)
+	}
+}
