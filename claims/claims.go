@@ -109,6 +109,9 @@ type Set struct {
 
 	mu      sync.Mutex
 	renewed time.Time // last successful renewal of the liveness key
+	// dead holds when each holder was first found without its liveness
+	// key: the grace runs across waits (a request's wait may be shorter).
+	dead map[string]time.Time
 }
 
 // New returns a Set with a token of its own; Run keeps it alive.
@@ -117,7 +120,7 @@ func New(rdb redis.UniversalClient, o Options) *Set {
 	var b [8]byte
 	rand.Read(b[:])
 	tok := hex.EncodeToString(b[:])
-	return &Set{rdb: rdb, o: o, token: tok, hold: "p" + tok}
+	return &Set{rdb: rdb, o: o, token: tok, hold: "p" + tok, dead: map[string]time.Time{}}
 }
 
 // Token names this instance in the holds.
@@ -309,7 +312,6 @@ func (c *Claim) Wait(ctx context.Context) (bool, error) {
 
 // wait waits for holder's outcome on fps.
 func (s *Set) wait(ctx context.Context, holder string, fps []uint64) (bool, error) {
-	var dead time.Time
 	ok := true
 	for len(fps) > 0 {
 		vals, err := s.values(ctx, fps)
@@ -333,12 +335,7 @@ func (s *Set) wait(ctx context.Context, holder string, fps []uint64) (bool, erro
 		if err != nil {
 			return false, fmt.Errorf("read liveness key: %w", err)
 		}
-		switch {
-		case n > 0:
-			dead = time.Time{}
-		case dead.IsZero():
-			dead = time.Now()
-		case time.Since(dead) >= s.o.Grace:
+		if dead := s.deadFor(holder, n == 0); dead >= s.o.Grace {
 			landed, err := s.resolve(ctx, holder, fps)
 			if err != nil {
 				return false, err
@@ -352,6 +349,29 @@ func (s *Set) wait(ctx context.Context, holder string, fps []uint64) (bool, erro
 		}
 	}
 	return ok, nil
+}
+
+// deadFor records whether holder's liveness key is gone and returns how
+// long it has been gone (0 while it is there).
+func (s *Set) deadFor(holder string, gone bool) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !gone {
+		delete(s.dead, holder)
+		return 0
+	}
+	since, ok := s.dead[holder]
+	if !ok {
+		since = time.Now()
+		s.dead[holder] = since
+		// Dead holders are few; forget the long gone.
+		for h, t := range s.dead {
+			if time.Since(t) > s.o.Horizon {
+				delete(s.dead, h)
+			}
+		}
+	}
+	return time.Since(since)
 }
 
 // values reads the keys of fps ("" for none).

@@ -160,6 +160,7 @@ func (l *ledger) events() []event {
 // as it is until a 200, as a real client would.
 type feeder struct {
 	url       string
+	alt       string // when set, where to turn when url does not answer (a load balancer's retry)
 	hc        *http.Client
 	l         *ledger
 	prefix    string
@@ -234,6 +235,9 @@ func (f *feeder) deliver(ctx context.Context, b *batch) bool {
 		case o.err != nil && o.status == 0:
 			b.ambiguous = true
 			f.failedNet.Add(1)
+			if f.alt != "" {
+				f.url, f.alt = f.alt, f.url
+			}
 			if f.netRetry == 0 || !sleepCtx(ctx, f.netRetry) {
 				return false
 			}

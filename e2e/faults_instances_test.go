@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/internal/testenv"
+)
+
+// TestFaultKillOneOfTwo: two instances with --dedup-shared under steady
+// ingest, the clients spread over both and turning to the other when theirs
+// does not answer (a load balancer's retry); one is killed with SIGKILL and
+// started again. The survivor keeps answering, the resends of the killed
+// one's unanswered requests count once (its holds on their ids are settled
+// from ClickHouse once its liveness key is gone), and the restarted one
+// takes requests again.
+func TestFaultKillOneOfTwo(t *testing.T) {
+	db := testenv.Migrated(t)
+	rd := testenv.Redis(t)
+	a := serveProc(t, db, rd.Addr(), "--dedup-shared")
+	b := serveProc(t, db, rd.Addr(), "--dedup-shared")
+
+	l := newLedger()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	stop := make(chan struct{})
+	var inflight atomic.Int64
+	var wg sync.WaitGroup
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	var feeders []*feeder
+	feed := func(seed uint64, url, alt string) {
+		f := &feeder{url: url, alt: alt, hc: hc, l: l, prefix: "k2", size: 300, resend: 0.2, netRetry: 50 * time.Millisecond, inflight: &inflight}
+		feeders = append(feeders, f)
+		wg.Go(func() { f.run(ctx, stop, seed) })
+	}
+	for i := range 6 {
+		if i%2 == 0 {
+			feed(uint64(i+1), a.url("/v1/events"), b.url("/v1/events"))
+		} else {
+			feed(uint64(i+1), b.url("/v1/events"), a.url("/v1/events"))
+		}
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			close(stop)
+		}
+		cancel()
+		wg.Wait()
+	}()
+
+	waitFor(t, 30*time.Second, "3000 events acknowledged", func() bool { return l.ackedCount() >= 3000 })
+	waitFor(t, 10*time.Second, "requests in flight", func() bool { return inflight.Load() >= 3 })
+	killAt := time.Now()
+	a.kill()
+	n := l.ackedCount()
+	waitFor(t, 60*time.Second, "3000 more events acknowledged by the survivor", func() bool { return l.ackedCount() >= n+3000 })
+	firstAck := l.firstAckAfter(killAt)
+	startTook := a.start()
+	// New clients on the restarted instance.
+	feed(7, a.url("/v1/events"), b.url("/v1/events"))
+	feed(8, a.url("/v1/events"), b.url("/v1/events"))
+	n = l.ackedCount()
+	waitFor(t, 60*time.Second, "3000 more events acknowledged after the restart", func() bool { return l.ackedCount() >= n+3000 })
+	waitFor(t, 30*time.Second, "the restarted instance taking events", func() bool { return a.ingestStatus().Collector.Accepted > 0 })
+	close(stop)
+	stopped = true
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatal("clients still had unacknowledged batches at the time limit")
+	}
+	if len(l.mismatches) > 0 {
+		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
+	}
+	var noAnswer int64
+	for _, f := range feeders {
+		noAnswer += f.failedNet.Load()
+	}
+	checkStored(t, db, l.events())
+	settled := 0
+	if log, err := os.ReadFile(b.log); err == nil {
+		settled = strings.Count(string(log), "settled the holds of an instance gone")
+	}
+	t.Logf("one of two instances killed: the survivor's first 200 %v after; %d attempts without an answer, resent to the other; the survivor settled the killed one's holds %d times; restarted in %v and taking events again; %d events acknowledged, each counted once (%d resends of acknowledged events and %d events committed under an unanswered or refused attempt came back as duplicates)",
+		firstAck.Sub(killAt).Round(time.Millisecond), noAnswer, settled, startTook.Round(time.Millisecond), len(l.acked), l.resent, l.lateDups)
+}
