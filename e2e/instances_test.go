@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -219,4 +220,70 @@ func TestOneReconcilerAtATime(t *testing.T) {
 		}
 	}
 	t.Logf("one instance of three reconciled, once a second; its successor took the lease %v after it stopped", took.Round(time.Millisecond))
+}
+
+// TestKafkaDrainHandover: two instances with --dedup-shared on a database
+// fed by Kafka; the one holding the lease drains the inbox, is stopped
+// halfway, and the other takes over from the stored watermark: every event
+// of the topic counted once (what the first had counted after its last
+// stored watermark is recognised by the shared ids).
+func TestKafkaDrainHandover(t *testing.T) {
+	db := testenv.Migrated(t)
+	redisAddr := testenv.Redis(t).Addr()
+	var stacks []*stack
+	for range 2 {
+		s := &stack{t: t, db: db, redisAddr: redisAddr, tune: func(c *server.Config) {
+			c.SharedDedup, c.LeaseTTL = true, time.Second
+			c.Kafka.Drain.Settle = 2 * time.Second
+		}}
+		s.start()
+		t.Cleanup(func() { s.stop() })
+		stacks = append(stacks, s)
+	}
+	tp := enableKafka(t, stacks[0], 2)
+	waitFor(t, 60*time.Second, "the engine consuming", func() bool { return tp.consumers() > 0 })
+	holder := func() *stack {
+		for _, s := range stacks {
+			if s.srv.LeaseHeld() {
+				return s
+			}
+		}
+		return nil
+	}
+	waitFor(t, 10*time.Second, "an instance holding the lease", func() bool { return holder() != nil })
+	first := holder()
+	r := rand.New(rand.NewPCG(51, 52))
+	lines, valid := mixedStream(r, 0, 3000, time.Now().UTC(), time.Hour)
+	tp.produce(lines)
+	waitFor(t, 60*time.Second, "the holder draining", func() bool { return first.kafkaStatus().Drain.Accepted > 1000 })
+	firstAccepted := first.kafkaStatus().Drain.Accepted
+	first.stop()
+	first.stop = func() {}
+	more, v2 := mixedStream(r, 3000, 3000, time.Now().UTC(), time.Hour)
+	tp.produce(more)
+	valid = append(valid, v2...)
+	want := fmt.Sprint(len(valid))
+	var got string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = testenv.QueryString(t, db, "SELECT uniqExactIf(event_id, duplicate = 0) FROM events"); got == want {
+			break
+		}
+	}
+	if got != want {
+		t.Fatalf("%s of %s events from Kafka counted after the handover", got, want)
+	}
+	var second *stack
+	for _, s := range stacks {
+		if s != first {
+			second = s
+		}
+	}
+	checkStored(t, db, valid)
+	// Its counters follow the sink's answer, after the rows are visible.
+	waitFor(t, 10*time.Second, "the drains' counts adding up", func() bool {
+		return firstAccepted+second.kafkaStatus().Drain.Accepted == int64(len(valid))
+	})
+	st := second.kafkaStatus().Drain
+	t.Logf("drain handed over: the first instance accepted %d before it stopped; the second drained %d rows from the stored watermark on, %d of them duplicates (what the first had counted after it); each of %d events once",
+		firstAccepted, st.Drained, st.Duplicates, len(valid))
 }
