@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run run-cluster cluster-down bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
+.PHONY: all build run run-cluster cluster-down run-several bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
 
 all: build
 
@@ -45,6 +45,18 @@ run-cluster: build
 
 cluster-down: build
 	CLICKAGG_DATA_DIR=$(CLUSTER_DIR) $(BIN) services down
+
+# Two instances on one database with the shared duplicate check and one
+# lease for the scheduled work (README, "Several instances"): the first on
+# LISTEN, the second on a port chosen for it (its banner names it), each
+# generating half of RATE to itself; database clickagg_several and Redis
+# database 2, apart from make run's. Ctrl-C stops both.
+SEVERAL := --clickhouse-database clickagg_several --redis-db 2 --dedup-shared
+run-several: services-up
+	$(BIN) migrate up --clickhouse-database clickagg_several
+	$(BIN) serve $(SEVERAL) --listen 127.0.0.1:0 --generate-rate $$(( $(RATE) / 2 )) & \
+	second=$$!; trap 'kill $$second 2>/dev/null; wait $$second' EXIT INT TERM; \
+	$(BIN) serve $(SEVERAL) --listen $(LISTEN) --generate-rate $$(( $(RATE) / 2 ))
 
 # CLICKAGG_E2E=1: a test that cannot start its servers fails instead of skipping.
 # The fault tests run alone: their 60 s overload keeps both cores busy.

@@ -1316,3 +1316,79 @@ func flagValue(cmd []string, name string) string {
 	}
 	return ""
 }
+
+// TestComposeSeveral: the several profile runs two clickagg replicas with
+// the shared duplicate check on a database and Redis cache database of
+// their own, migrated once before they start, behind an nginx that spreads
+// requests over them and sends a request one did not answer to the other.
+func TestComposeSeveral(t *testing.T) {
+	p := loadProject(t, nil, "several")
+	single := service(t, p, "clickagg")
+	app := service(t, p, "clickagg-several")
+	mig := service(t, p, "migrate-several")
+	if app.Deploy == nil || app.Deploy.Replicas == nil || *app.Deploy.Replicas < 2 {
+		t.Errorf("clickagg-several deploy %+v: want 2 replicas or more", app.Deploy)
+	}
+	if len(app.Ports) != 0 {
+		t.Errorf("clickagg-several publishes ports %v: replicas cannot share a host port; the load balancer does", app.Ports)
+	}
+	if envValue(t, app, "CLICKAGG_DEDUP_SHARED") != "true" {
+		t.Error("clickagg-several does not hold event ids across its replicas (CLICKAGG_DEDUP_SHARED)")
+	}
+	db := envValue(t, app, "CLICKAGG_CLICKHOUSE_DATABASE")
+	if db == "" || db == envValue(t, single, "CLICKAGG_CLICKHOUSE_DATABASE") {
+		t.Errorf("clickagg-several uses database %q, the single instance's: that one does not share its duplicate check", db)
+	}
+	if r := envValue(t, app, "CLICKAGG_REDIS_DB"); r == "" || r == "0" {
+		t.Errorf("clickagg-several caches in Redis database %q, the single instance's", r)
+	}
+	if got := envValue(t, mig, "CLICKAGG_CLICKHOUSE_DATABASE"); got != db || len(mig.Command) < 2 || mig.Command[0] != "migrate" || mig.Command[1] != "up" {
+		t.Errorf("migrate-several: %v on %q, want migrate up on %q", mig.Command, got, db)
+	}
+	for _, arg := range app.Command {
+		if arg == "--migrate" {
+			t.Error("clickagg-several migrates itself: two replicas would race; migrate-several does it once")
+		}
+	}
+	if d, ok := app.DependsOn["migrate-several"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Error("clickagg-several does not wait for migrate-several to finish")
+	}
+	for _, dep := range []string{"clickhouse", "redis"} {
+		if d, ok := app.DependsOn[dep]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("clickagg-several does not wait for %s to be healthy", dep)
+		}
+	}
+
+	lb := service(t, p, "lb-several")
+	if name, tag := splitImage(lb.Image); name != "nginx" || tag == "" || tag == "latest" {
+		t.Errorf("lb-several image %q: want nginx pinned to a release", lb.Image)
+	}
+	if len(lb.Ports) != 1 || lb.Ports[0].Published != "8082" || lb.Ports[0].HostIP != "127.0.0.1" {
+		t.Errorf("lb-several ports %+v: want 127.0.0.1:8082", lb.Ports)
+	}
+	var conf string
+	for _, v := range lb.Volumes {
+		if v.Target == "/etc/nginx/conf.d/default.conf" {
+			conf = v.Source
+		}
+	}
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatalf("lb-several's nginx configuration: %v", err)
+	}
+	text := string(b)
+	for _, want := range []string{
+		fmt.Sprintf("listen %d;", lb.Ports[0].Target),
+		"server clickagg-several:8080",
+		"proxy_pass http://clickagg;",
+		"non_idempotent", // a POST nobody answered goes to the other replica
+		"http_503",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("%s lacks %q", conf, want)
+		}
+	}
+	if d, ok := lb.DependsOn["clickagg-several"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		t.Error("lb-several does not wait for clickagg-several to be healthy")
+	}
+}

@@ -20,16 +20,19 @@ func sharedDedup(c *server.Config) { c.SharedDedup = true }
 
 // twoInstances starts two instances with shared dedup on one database (of
 // the shared cluster when cluster) and one Redis, and returns them with the
-// database to check.
-func twoInstances(t *testing.T, cluster bool) (a, b *stack, db testenv.ClickHouseDB) {
+// database to check and a wait for its replicas to be in step (a read
+// through a Distributed table may go to either replica).
+func twoInstances(t *testing.T, cluster bool) (a, b *stack, db testenv.ClickHouseDB, inStep func()) {
 	t.Helper()
 	redisAddr := testenv.Redis(t).Addr()
 	mk := func() *stack { return &stack{t: t, redisAddr: redisAddr, tune: sharedDedup} }
 	a, b = mk(), mk()
+	inStep = func() {}
 	if cluster {
 		cdb := testenv.MigratedCluster(t)
 		a.cluster, b.cluster = &cdb, &cdb
 		db = cdb.Node(cdb.Cluster.Nodes[0])
+		inStep = func() { waitReplicated(t, cdb) }
 	} else {
 		db = testenv.Migrated(t)
 		a.db, b.db = db, db
@@ -38,7 +41,7 @@ func twoInstances(t *testing.T, cluster bool) (a, b *stack, db testenv.ClickHous
 		s.start()
 		t.Cleanup(func() { s.stop() })
 	}
-	return a, b, db
+	return a, b, db, inStep
 }
 
 // TestResendToAnotherInstance: with --dedup-shared, a batch sent to one
@@ -53,7 +56,7 @@ func TestResendToAnotherInstance(t *testing.T) {
 			name = "2x2 cluster"
 		}
 		t.Run(name, func(t *testing.T) {
-			a, b, db := twoInstances(t, cluster)
+			a, b, db, inStep := twoInstances(t, cluster)
 			r := rand.New(rand.NewPCG(41, 42))
 			var all []event
 			batch := func(first int) ([][]byte, []event) {
@@ -79,6 +82,7 @@ func TestResendToAnotherInstance(t *testing.T) {
 				if got := second.post(lines); got.Accepted != 0 || got.Duplicates != len(evs) {
 					t.Fatalf("round %d, the same batch to the other instance: %+v, want every event a duplicate", round, got)
 				}
+				inStep()
 				checkEvents(t, db, all)
 			}
 			// At once, to both.
@@ -95,6 +99,7 @@ func TestResendToAnotherInstance(t *testing.T) {
 					t.Fatalf("round %d, both at once: %+v and %+v, want %d accepted and %d duplicates between them", round, answers[0], answers[1], len(evs), len(evs))
 				}
 			}
+			inStep()
 			checkStored(t, db, all)
 		})
 	}

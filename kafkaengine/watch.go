@@ -97,8 +97,11 @@ type Monitor struct {
 	Every   time.Duration // between refreshes
 	// Stuck is how long the group may have lag without committing before
 	// the engine is restarted; 0: never.
-	Stuck  time.Duration
-	Logger *slog.Logger
+	Stuck time.Duration
+	// Restarter, when set, says whether this process may restart the
+	// engine: with several instances, the one holding the lease.
+	Restarter func() bool
+	Logger    *slog.Logger
 
 	mu       sync.Mutex
 	state    State
@@ -125,7 +128,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			}
 			if sum != committed || l.Total == 0 {
 				committed, progress = sum, time.Now()
-			} else if time.Since(progress) > m.Stuck {
+			} else if time.Since(progress) > m.Stuck && (m.Restarter == nil || m.Restarter()) {
 				err := Restart(ctx, m.Conn, m.Cluster)
 				m.Logger.Warn("Kafka engine restarted: lag without a commit", "lag", l.Total, "for", time.Since(progress).Round(time.Second), "err", err)
 				m.mu.Lock()

@@ -150,7 +150,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cfg.Kafka.Drain.Logger, cfg.Kafka.Drain.Cluster = s.log, ch.Cluster
 	s.drain = kafkaengine.NewDrain(s.conn, s.col, cfg.Kafka.Drain)
 	s.verifier = &kafkaengine.Verifier{Conn: s.conn, Cluster: ch.Cluster, Brokers: cfg.Kafka.Brokers, Every: cfg.Kafka.VerifyEvery, Window: cfg.Kafka.VerifyWindow, Logger: s.log}
-	s.monitor = &kafkaengine.Monitor{Conn: s.conn, Cluster: ch.Cluster, Brokers: cfg.Kafka.Brokers, Every: kafkaMonitorEvery, Stuck: cfg.Kafka.RestartAfter, Logger: s.log}
+	s.monitor = &kafkaengine.Monitor{Conn: s.conn, Cluster: ch.Cluster, Brokers: cfg.Kafka.Brokers, Every: kafkaMonitorEvery, Stuck: cfg.Kafka.RestartAfter, Restarter: s.LeaseHeld, Logger: s.log}
 	if !cfg.NoReconcile {
 		cfg.Reconcile.Logger = s.log
 		s.rec, err = reconcile.Open(ctx, s.conn, ch, reconcile.Options{OnFixed: func(r clickagg.Range) { marker.changed(r) }})
