@@ -210,6 +210,25 @@ func (f *feeder) run(ctx context.Context, stop <-chan struct{}, seed uint64) {
 	}
 }
 
+// endFeeders stops the feeders and waits for their last batches, fails the
+// test on answers that contradict earlier ones, and returns how many
+// attempts got no answer.
+func endFeeders(t *testing.T, ctx context.Context, stop chan struct{}, wg *sync.WaitGroup, l *ledger, feeders []*feeder) (noAnswer int64) {
+	t.Helper()
+	close(stop)
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatal("clients still had unacknowledged batches at the time limit")
+	}
+	if len(l.mismatches) > 0 {
+		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
+	}
+	for _, f := range feeders {
+		noAnswer += f.failedNet.Load()
+	}
+	return noAnswer
+}
+
 func sortedByID(events []event) []event {
 	slices.SortFunc(events, func(a, b event) int { return strings.Compare(a.id, b.id) })
 	return events
@@ -736,19 +755,8 @@ func TestFaultKill9(t *testing.T) {
 	}
 	n := l.ackedCount()
 	waitFor(t, 30*time.Second, "3000 more events acknowledged after the last restart", func() bool { return l.ackedCount() >= n+3000 })
-	close(stop)
 	stopped = true
-	wg.Wait()
-	if ctx.Err() != nil {
-		t.Fatal("clients still had unacknowledged batches at the time limit")
-	}
-	if len(l.mismatches) > 0 {
-		t.Errorf("%d answers do not match what was acknowledged before, e.g. %v", len(l.mismatches), l.mismatches[:min(3, len(l.mismatches))])
-	}
-	var noAnswer int64
-	for _, f := range feeders {
-		noAnswer += f.failedNet.Load()
-	}
+	noAnswer := endFeeders(t, ctx, stop, &wg, l, feeders)
 	st := p.ingestStatus()
 	dupRows := checkStored(t, db, l.events())
 	if dupRows < l.resent+l.lateDups {
