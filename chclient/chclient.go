@@ -108,7 +108,7 @@ func (o Options) Validate() error {
 	return clickagg.FirstError(
 		shards,
 		CheckURL("HTTP", o.HTTP),
-		checkHostPorts("Native", o.Native),
+		CheckHostPorts("Native", o.Native),
 		clickagg.NotEmpty("Database", o.Database),
 		clickagg.NotEmpty("User", o.User),
 		clickagg.Positive("DialTimeout", o.DialTimeout),
@@ -124,8 +124,8 @@ func CheckURL(field, s string) error {
 	return nil
 }
 
-// checkHostPorts refuses anything but host:port[,host:port...].
-func checkHostPorts(field, s string) error {
+// CheckHostPorts refuses anything but host:port[,host:port...].
+func CheckHostPorts(field, s string) error {
 	for _, a := range strings.Split(s, ",") {
 		if CheckHostPort(field, a) != nil {
 			return &clickagg.ConfigError{Field: field, Value: strconv.Quote(s), Want: "host:port[,host:port...]"}

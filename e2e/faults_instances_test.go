@@ -4,12 +4,14 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/internal/testenv"
 )
 
@@ -78,4 +80,86 @@ func TestFaultKillOneOfTwo(t *testing.T) {
 	}
 	t.Logf("one of two instances killed: the survivor's first 200 %v after; %d attempts without an answer, resent to the other; the survivor settled the killed one's holds %d times; restarted in %v and taking events again; %d events acknowledged, each counted once (%d resends of acknowledged events and %d events committed under an unanswered or refused attempt came back as duplicates)",
 		firstAck.Sub(killAt).Round(time.Millisecond), noAnswer, settled, startTook.Round(time.Millisecond), len(l.acked), l.resent, l.lateDups)
+}
+
+// TestFaultKillLeaseHolder: three instances with --dedup-shared on the 2 x 2
+// cluster, the lease in its ZooKeeper and a reconciliation every second;
+// the holder is killed with SIGKILL (no goodbye: its session ends only when
+// ZooKeeper expires it). Another takes the lease within the lease's TTL and
+// reconciles, never two at once; the killed one, started again, rejoins
+// without taking the lease from the new holder.
+func TestFaultKillLeaseHolder(t *testing.T) {
+	cdb := testenv.MigratedCluster(t)
+	o := cdb.Options()
+	rd := testenv.Redis(t)
+	const ttl = 2 * time.Second // the test ZooKeeper's shortest session
+	var ps []*proc
+	for range 3 {
+		ps = append(ps, serveProc(t, cdb.Node(cdb.Cluster.Nodes[0]), rd.Addr(),
+			"--clickhouse-cluster", o.Cluster, "--clickhouse-native", o.Native, "--clickhouse-shards", chclient.FormatShards(o.Shards),
+			"--zookeeper", cdb.Cluster.ZooKeeper.Addr(), "--dedup-shared", "--lease-ttl", ttl.String(),
+			"--no-reconcile=false", "--reconcile-every", "1s", "--reconcile-lookback", "10m"))
+	}
+	count := func(p *proc, what string) int {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), what)
+	}
+	const taken, reconciled = `msg="lease taken`, "msg=reconciled "
+	holders := func() (n int, who *proc) {
+		for _, p := range ps {
+			if count(p, taken) > count(p, "msg=\"lease given up") {
+				n, who = n+1, p
+			}
+		}
+		return n, who
+	}
+	waitFor(t, 20*time.Second, "one instance holding the lease", func() bool { n, _ := holders(); return n == 1 })
+	_, first := holders()
+	runs := map[*proc]int{}
+	for _, p := range ps {
+		runs[p] = count(p, reconciled)
+	}
+	time.Sleep(3 * time.Second)
+	for _, p := range ps {
+		if got := count(p, reconciled) - runs[p]; (p == first) != (got > 0) {
+			t.Errorf("reconciled %d times in 3 s, holding the lease: %v", got, p == first)
+		}
+	}
+
+	first.kill()
+	killAt := time.Now()
+	rest := slices.DeleteFunc(slices.Clone(ps), func(p *proc) bool { return p == first })
+	var second *proc
+	waitFor(t, 3*ttl, "another instance taking the lease", func() bool {
+		for _, p := range rest {
+			if count(p, taken) > 0 {
+				second = p
+				return true
+			}
+		}
+		return false
+	})
+	took := time.Since(killAt)
+	n := count(second, reconciled)
+	waitFor(t, 10*time.Second, "the new holder reconciling", func() bool { return count(second, reconciled) > n })
+	for _, p := range rest {
+		if p != second && count(p, taken) > 0 {
+			t.Error("two survivors took the lease")
+		}
+	}
+
+	// Started again, the killed one serves and leaves the lease where it is.
+	before := count(first, taken)
+	first.start()
+	time.Sleep(2 * ttl)
+	if count(first, taken) != before {
+		t.Error("the restarted instance took the lease from the new holder")
+	}
+	if count(second, "msg=\"lease given up") > 0 {
+		t.Error("the new holder lost the lease to the restarted instance")
+	}
+	t.Logf("lease holder killed: another took the lease %v after (TTL %v, ZooKeeper's session expiry) and reconciled; the killed one restarted without taking it", took.Round(time.Millisecond), ttl)
 }

@@ -53,6 +53,7 @@ func (s *stack) config() server.Config {
 	c.ClickHouse = s.db.Options().WithDefaults()
 	if s.cluster != nil {
 		c.ClickHouse = s.cluster.Options().WithDefaults()
+		c.ZooKeeper = s.cluster.Cluster.ZooKeeper.Addr()
 	}
 	c.Redis.Addr = s.redisAddr
 	c.Ingest.Linger = cmp.Or(s.linger, 10*time.Millisecond)

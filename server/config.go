@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +59,10 @@ type Config struct {
 	// once; ingest answers 503 while Redis is out of reach.
 	SharedDedup bool
 	Claims      claims.Options
+	// ZooKeeper is the cluster's ZooKeeper (or Keeper),
+	// host:port[,host:port...]; with SharedDedup on a cluster the lease
+	// lives there, and it is needed then.
+	ZooKeeper string
 	// LeaseTTL, with SharedDedup: scheduled reconciliation, Kafka
 	// verification and the inbox drain run on one instance at a time, under
 	// a lease in Redis that outlives a dead holder this long.
@@ -164,9 +167,17 @@ func (c Config) Validate() error {
 	if c.ClickHouse.Cluster != "" && len(c.ClickHouse.Shards) == 0 {
 		shards = &clickagg.ConfigError{Field: "ClickHouse.Shards", Value: `""`, Want: "the cluster's HTTP interfaces, shard by shard (a cluster is named)"}
 	}
+	zk := error(nil)
+	switch {
+	case c.ZooKeeper != "":
+		zk = chclient.CheckHostPorts("ZooKeeper", c.ZooKeeper)
+	case c.ClickHouse.Cluster != "" && c.SharedDedup:
+		zk = &clickagg.ConfigError{Field: "ZooKeeper", Value: `""`, Want: "the cluster's ZooKeeper, host:port[,host:port...] (the lease of several instances on a cluster lives there)"}
+	}
 	return clickagg.FirstError(
 		chclient.CheckHostPort("Listen", c.Listen),
 		shards,
+		zk,
 		debug,
 		clickagg.Positive("ShutdownTimeout", c.ShutdownTimeout),
 		clickagg.Within("ClickHouse", c.ClickHouse.Validate()),
@@ -197,11 +208,7 @@ func (r RedisOptions) Validate() error {
 func (k KafkaOptions) Validate() error {
 	brokers := error(nil)
 	if k.Brokers != "" {
-		for b := range strings.SplitSeq(k.Brokers, ",") {
-			if chclient.CheckHostPort("Brokers", strings.TrimSpace(b)) != nil {
-				brokers = &clickagg.ConfigError{Field: "Brokers", Value: strconv.Quote(k.Brokers), Want: "host:port[,host:port...]"}
-			}
-		}
+		brokers = chclient.CheckHostPorts("Brokers", strings.ReplaceAll(k.Brokers, " ", ""))
 	}
 	return clickagg.FirstError(brokers,
 		clickagg.NonNegative("RestartAfter", k.RestartAfter),

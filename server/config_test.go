@@ -123,6 +123,10 @@ func TestValidateCombinations(t *testing.T) {
 		{"redis address", "Redis.Addr", func(c *server.Config) { c.Redis.Addr = "redis" }},
 		{"dead letters kept less than a day", "DeadLetterRetention", func(c *server.Config) { c.DeadLetterRetention = time.Hour }},
 		{"too many inserts at once", "Ingest.MaxInflight", func(c *server.Config) { c.Ingest.MaxInflight = 65 }},
+		{"zookeeper not host:port", "ZooKeeper", func(c *server.Config) { c.ZooKeeper = "zk1:2181,zk2" }},
+		{"several instances on a cluster without zookeeper", "ZooKeeper", func(c *server.Config) {
+			c.SharedDedup, c.ClickHouse.Cluster, c.ClickHouse.Shards = true, "clickagg", [][]string{{"http://ch:8123"}}
+		}},
 	} {
 		c := server.DefaultConfig()
 		tc.change(&c)

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ import (
 	"github.com/clickagg/clickagg/queryapi"
 	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/schema"
+	"github.com/clickagg/clickagg/zookeeper"
 )
 
 // Server is one clickagg process. Open it, Run it once, Close it.
@@ -60,8 +62,9 @@ type Server struct {
 	col         *collector.Collector
 	app         *fiber.App
 	drain       *kafkaengine.Drain
-	claims      *claims.Set  // nil unless SharedDedup
-	lease       *lease.Lease // nil unless SharedDedup
+	claims      *claims.Set      // nil unless SharedDedup
+	lease       *lease.Lease     // nil unless SharedDedup
+	zk          *zookeeper.Store // the lease's store on a cluster; nil otherwise
 	monitor     *kafkaengine.Monitor
 	verifier    *kafkaengine.Verifier
 	rec         *reconcile.Reconciler // nil with NoReconcile
@@ -140,7 +143,18 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.log.Warn("event ids cannot be held across instances yet: ingest answers 503 until Redis answers", "err", err)
 		}
 		cfg.Collector.Shared = s.claims
-		s.lease = lease.New(s.rdb, lease.Options{Key: o.Prefix + "lease:scheduled", TTL: cfg.LeaseTTL, Logger: s.log})
+		lo := lease.Options{Key: o.Prefix + "lease:scheduled", TTL: cfg.LeaseTTL, Logger: s.log}
+		store := lease.Redis(s.rdb)
+		if cfg.ZooKeeper != "" {
+			// On a cluster the lease is an ephemeral node in its ZooKeeper:
+			// it goes with its holder's session, whatever Redis does.
+			s.zk, err = zookeeper.Open(zookeeper.Options{Servers: strings.Split(cfg.ZooKeeper, ","), SessionTimeout: cfg.LeaseTTL, Logger: s.log})
+			if err != nil {
+				return nil, err
+			}
+			store, lo.Key = s.zk, "/clickagg/"+ch.Database+"/lease/scheduled"
+		}
+		s.lease = lease.New(store, lo)
 	}
 	marker := pastMarker{s.cache, s.log}
 	cfg.Collector.Dedup, cfg.Collector.DeadLetters, cfg.Collector.Hooks, cfg.Collector.Logger = s.seen, dead, marker, s.log
@@ -323,6 +337,9 @@ func (s *Server) Close() error {
 		}
 		if s.rdb != nil {
 			s.rdb.Close()
+		}
+		if s.zk != nil {
+			s.zk.Close()
 		}
 	})
 	return nil

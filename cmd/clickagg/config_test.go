@@ -36,6 +36,7 @@ var badValues = map[string]string{
 	"CLICKAGG_CLICKHOUSE_NATIVE":          "clickhouse",
 	"CLICKAGG_REDIS_ADDR":                 "redis",
 	"CLICKAGG_KAFKA_BROKERS":              "kafka,kafka:9092",
+	"CLICKAGG_ZOOKEEPER":                  "zookeeper",
 	"CLICKAGG_LOG_FORMAT":                 "xml",
 	"CLICKAGG_LOG_LEVEL":                  "loud",
 	"CLICKAGG_INGEST_TOKENS_FILE":         "/nonexistent/tokens",

@@ -37,8 +37,12 @@ func setupServe(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 	f.v(&c.Cache.LocalTTL, "cache-local-ttl", "CLICKAGG_CACHE_LOCAL_TTL", "keep answers in process this long in front of Redis (0: off); other instances' late marks are seen within it")
 	f.v(&c.Cache.CurrentTTL, "cache-current-ttl", "CLICKAGG_CACHE_CURRENT_TTL", "cache lifetime of answers that include the current minute")
 	f.v(&c.Dedup.Horizon, "dedup-horizon", "CLICKAGG_DEDUP_HORIZON", "how long accepted event ids are remembered to recognise resends at once (reconciliation covers the rest)")
-	f.v(&c.SharedDedup, "dedup-shared", "CLICKAGG_DEDUP_SHARED", "run as one of several instances on this database: event ids are held across them in Redis, so that a resend to another instance counts once at once (ingest answers 503 while Redis is out of reach), and scheduled reconciliation, Kafka verification and the inbox drain run on one instance at a time, under a lease in Redis")
-	f.v(&c.LeaseTTL, "lease-ttl", "CLICKAGG_LEASE_TTL", "with --dedup-shared, how long the scheduled work's lease outlives an instance that died holding it")
+	f.v(&c.SharedDedup, "dedup-shared", "CLICKAGG_DEDUP_SHARED", "run as one of several instances on this database: event ids are held across them in Redis, so that a resend to another instance counts once at once (ingest answers 503 while Redis is out of reach), and scheduled reconciliation, Kafka verification and the inbox drain run on one instance at a time, under a lease (in Redis; on a cluster in its ZooKeeper, --zookeeper)")
+	f.v(&c.LeaseTTL, "lease-ttl", "CLICKAGG_LEASE_TTL", "with --dedup-shared, how long the scheduled work's lease outlives an instance that died holding it (on a cluster: the ZooKeeper session timeout asked for, which the server keeps within its min/maxSessionTimeout)")
+	if f.local != nil && f.local.Cluster != "" {
+		c.ZooKeeper = f.local.ZooKeeper
+	}
+	f.v(&c.ZooKeeper, "zookeeper", "CLICKAGG_ZOOKEEPER", "the cluster's ZooKeeper or Keeper, host:port[,host:port...]: with --dedup-shared on a cluster the lease lives there (default: the local services' cluster's)")
 	f.v(&c.Claims.Horizon, "dedup-shared-horizon", "CLICKAGG_DEDUP_SHARED_HORIZON", "how long Redis remembers an accepted event id for the other instances (about 90 bytes each; reconciliation covers the rest)")
 	f.v(&c.Dedup.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
 	f.v(&c.DeadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", "how long dead letters are kept (whole days are dropped; at least 24h)")

@@ -148,17 +148,31 @@ func serverDB(ch *services.ClickHouse) ClickHouseDB {
 // Redis starts a redis-server for this test alone, stopped at cleanup.
 func Redis(t testing.TB) *services.Redis {
 	t.Helper()
+	return startOwn(t, "redis", services.StartRedis)
+}
+
+// ZooKeeper starts a standalone ZooKeeper for this test alone (2 s to 60 s
+// sessions), stopped at cleanup.
+func ZooKeeper(t testing.TB) *services.ZooKeeper {
+	t.Helper()
+	return startOwn(t, "zookeeper", services.StartZooKeeper)
+}
+
+// startOwn starts a server on a free port in a temporary directory, killed
+// at cleanup.
+func startOwn[S interface{ Kill() error }](t testing.TB, name string, start func(ctx context.Context, dir string, port int) (S, error)) S {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	r, err := services.StartRedis(ctx, dir, 0)
+	s, err := start(ctx, dir, 0)
 	Must(t, err)
 	t.Cleanup(func() {
-		if err := r.Kill(); err != nil {
-			t.Errorf("stop redis: %v", err)
+		if err := s.Kill(); err != nil {
+			t.Errorf("stop %s: %v", name, err)
 		}
 	})
-	return r
+	return s
 }
 
 // Exec runs a statement in db and fails the test on error.
