@@ -153,7 +153,16 @@ type MetricsRow struct {
 type MetricsResult struct {
 	Range  Range        `json:"range"`
 	Rows   []MetricsRow `json:"rows"`
+	Plan   []PlanPiece  `json:"plan,omitempty"`
 	Cached bool         `json:"-"`
+}
+
+// PlanPiece is one table read to answer a question, over [From, To): the
+// pieces of a plan cover the question's range once.
+type PlanPiece struct {
+	Table string    `json:"table"`
+	From  time.Time `json:"from"`
+	To    time.Time `json:"to"`
 }
 
 // SeriesPoint is one bucket of a series.
@@ -166,6 +175,7 @@ type SeriesPoint struct {
 type SeriesResult struct {
 	Range  Range         `json:"range"`
 	Points []SeriesPoint `json:"points"`
+	Plan   []PlanPiece   `json:"plan,omitempty"`
 	Cached bool          `json:"-"`
 }
 
@@ -177,9 +187,10 @@ type TopAd struct {
 
 // TopResult answers a TopQuery, best first, ties broken by ad id.
 type TopResult struct {
-	Range  Range   `json:"range"`
-	Ads    []TopAd `json:"ads"`
-	Cached bool    `json:"-"`
+	Range  Range       `json:"range"`
+	Ads    []TopAd     `json:"ads"`
+	Plan   []PlanPiece `json:"plan,omitempty"`
+	Cached bool        `json:"-"`
 }
 
 // Key is a canonical text of the query for cache keys: equal questions have

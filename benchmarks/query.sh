@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Query benchmark: a fresh database, EVENTS generated events (deterministic
 # seed, spread over the last 24 h) posted through the collector, then
-# querybench over HTTP. Prints a markdown table. Usage:
+# querybench over HTTP: the push-down ratio, then the API with the planner
+# and again with --no-rollups (the minute cubes alone). Prints markdown
+# tables. Usage:
 #   benchmarks/query.sh [EVENTS]     (default 10000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +15,23 @@ go build -o bin/querybench ./benchmarks/querybench
 bin/clickagg services up >/dev/null
 eval "$(bin/clickagg services status)"
 curl -fsS "$CLICKAGG_CLICKHOUSE_HTTP/" --data-binary "DROP DATABASE IF EXISTS $db"
-bin/clickagg serve --listen "$listen" --clickhouse-database "$db" --migrate 2>benchmarks/query-serve.log &
+bin/clickagg serve --listen "$listen" --clickhouse-database "$db" --migrate --no-reconcile 2>benchmarks/query-serve.log &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs "http://$listen/readyz" >/dev/null && break; sleep 0.2; done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "command: benchmarks/query.sh $events"
-bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --load "$events" ${QUERYBENCH_FLAGS:-}
+bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --load "$events" --only pushdown ${QUERYBENCH_FLAGS:-}
+sleep "${SETTLE:-30}" # the loads' merges, which would slow the first table only
+echo
+echo "serve (the planner and its rollups):"
+bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --only api ${QUERYBENCH_FLAGS:-}
+# The same questions without the planner (the minute cubes alone, as before
+# the rollups), on the same data, for the before/after ratio.
+kill $serve; wait $serve 2>/dev/null || true
+bin/clickagg serve --listen "$listen" --clickhouse-database "$db" --no-rollups --no-reconcile 2>>benchmarks/query-serve.log &
+serve=$!
+for _ in $(seq 50); do curl -fs "http://$listen/readyz" >/dev/null && break; sleep 0.2; done
+echo
+echo "serve --no-rollups (the minute cubes alone):"
+bin/querybench --target "http://$listen" --clickhouse-http "$CLICKAGG_CLICKHOUSE_HTTP" --database "$db" --only api ${QUERYBENCH_FLAGS:-}

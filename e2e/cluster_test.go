@@ -50,6 +50,11 @@ func TestClusterAnswersEqual(t *testing.T) {
 			t.Errorf("%s: one server and the cluster differ\none:     %.300v\ncluster: %.300v", path, a, b)
 		}
 	}
+	// The cluster reads its rollups (noted complete on every shard when the
+	// schema was made): whole hours of the top-N from ad_totals_hour.
+	if plan := fmt.Sprint(uncached(t, cl.url+"/v1/ads/top?n=10&metric=clicks&"+rng)["plan"]); !strings.Contains(plan, "ad_totals_hour") {
+		t.Errorf("the cluster's top-N plan reads no hourly rollup: %s", plan)
+	}
 
 	// Each event on its shard (both replicas), none on the other shard.
 	db := cl.cluster

@@ -50,6 +50,7 @@ type Exporter struct {
 	flush *prometheus.HistogramVec
 	http  *prometheus.HistogramVec
 	query *prometheus.HistogramVec
+	plans *prometheus.CounterVec
 
 	// Refusals by the API's middleware, before the collector sees a
 	// request; reported with the collector's own under one metric.
@@ -83,6 +84,10 @@ func New(src *Sources) *Exporter {
 			Help:    "Metric questions answered through the cache, by kind and cache outcome (a miss includes ClickHouse).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"kind", "cache"}),
+		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clickagg_query_plan_pieces_total",
+			Help: "Tables read to answer questions from ClickHouse, by kind of question and table: one per piece of each plan.",
+		}, []string{"kind", "table"}),
 		refused: make(map[string]*atomic.Int64),
 	}
 	e.reg.MustRegister(
@@ -92,7 +97,7 @@ func New(src *Sources) *Exporter {
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		e.rows, e.flush, e.http, e.query,
+		e.rows, e.flush, e.http, e.query, e.plans,
 		stats{e},
 	)
 	return e
@@ -116,6 +121,13 @@ func (e *Exporter) OnFlush(f ingestor.FlushInfo) {
 // OnLookup implements cache.Hooks.
 func (e *Exporter) OnLookup(kind string, outcome cache.Outcome, d time.Duration) {
 	e.query.WithLabelValues(kind, string(outcome)).Observe(d.Seconds())
+}
+
+// OnPlan implements chstore.Hooks.
+func (e *Exporter) OnPlan(kind string, tables []string) {
+	for _, t := range tables {
+		e.plans.WithLabelValues(kind, t).Inc()
+	}
 }
 
 // OnRequest implements queryapi.RequestObserver.

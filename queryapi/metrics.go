@@ -92,8 +92,9 @@ func (a *api) metricsOne(c *fiber.Ctx) error {
 		AdFormat string `json:"ad_format"`
 		rangeJSON
 		countsJSON
-		Cached bool `json:"cached"`
-	}{q.Filter.Countries[0], q.Filter.AdFormats[0], rangeJSON{q.Range.From, q.Range.To}, withRatios(counts), res.Cached})
+		Cached bool                 `json:"cached"`
+		Plan   []clickagg.PlanPiece `json:"plan,omitempty"`
+	}{q.Filter.Countries[0], q.Filter.AdFormats[0], rangeJSON{q.Range.From, q.Range.To}, withRatios(counts), res.Cached, res.Plan})
 }
 
 // oneQuery is the question of GET /v1/metrics/{country}/{ad_format}, shared
@@ -143,7 +144,7 @@ func (a *api) metricsGrouped(c *fiber.Ctx) error {
 	if dims == nil {
 		dims = []clickagg.Dimension{}
 	}
-	return c.JSON(fiber.Map{"from": r.From, "to": r.To, "group_by": dims, "rows": rows, "cached": res.Cached})
+	return c.JSON(withPlan(fiber.Map{"from": r.From, "to": r.To, "group_by": dims, "rows": rows, "cached": res.Cached}, res.Plan))
 }
 
 var granularities = map[string]time.Duration{"1m": time.Minute, "1h": time.Hour, "1d": 24 * time.Hour}
@@ -181,7 +182,7 @@ func (a *api) series(c *fiber.Ctx) error {
 	for i, pt := range res.Points {
 		points[i] = point{pt.Time, withRatios(pt.Counts)}
 	}
-	return c.JSON(fiber.Map{"ad_id": ad, "granularity": g, "from": r.From, "to": r.To, "points": points, "cached": res.Cached})
+	return c.JSON(withPlan(fiber.Map{"ad_id": ad, "granularity": g, "from": r.From, "to": r.To, "points": points, "cached": res.Cached}, res.Plan))
 }
 
 // top is GET /v1/ads/top.
@@ -215,7 +216,7 @@ func (a *api) top(c *fiber.Ctx) error {
 	for i, ad := range res.Ads {
 		ads[i] = ranked{i + 1, ad.AdID, withRatios(ad.Counts)}
 	}
-	return c.JSON(fiber.Map{"from": r.From, "to": r.To, "metric": metric, "mode": mode, "n": n, "ads": ads, "cached": res.Cached})
+	return c.JSON(withPlan(fiber.Map{"from": r.From, "to": r.To, "metric": metric, "mode": mode, "n": n, "ads": ads, "cached": res.Cached}, res.Plan))
 }
 
 // errorStatus maps errors to answers: a ParamError is the caller's 400, a
@@ -237,4 +238,12 @@ func errorStatus(err error) (int, fiber.Map) {
 		return fe.Code, fiber.Map{"error": fe.Message}
 	}
 	return 0, nil
+}
+
+// withPlan adds the plan ClickHouse's answer came with, if any.
+func withPlan(m fiber.Map, plan []clickagg.PlanPiece) fiber.Map {
+	if len(plan) > 0 {
+		m["plan"] = plan
+	}
+	return m
 }

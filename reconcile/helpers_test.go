@@ -85,6 +85,9 @@ var keyCols = map[string][]string{
 	"ad_stats_minute":  {"minute", "ad_id", "campaign_id", "country", "ad_format", "device"},
 	"dim_stats_minute": {"minute", "country", "ad_format", "device"},
 	"ad_stats_daily":   {"day", "ad_id", "campaign_id"},
+	"ad_totals_minute": {"minute", "ad_id", "campaign_id"},
+	"ad_totals_hour":   {"hour", "ad_id", "campaign_id"},
+	"dim_stats_hour":   {"hour", "country", "ad_format", "device"},
 }
 
 func keyString(table string, r row) string {
@@ -102,6 +105,7 @@ type table map[string]clickagg.Counts
 func rowOf(tbl string, ev clickagg.Event) row {
 	all := row{
 		"minute":      ev.Time.Truncate(time.Minute).Format(time.RFC3339),
+		"hour":        ev.Time.Truncate(time.Hour).Format(time.RFC3339),
 		"day":         ev.Time.Format(time.DateOnly),
 		"ad_id":       ev.AdID,
 		"campaign_id": ev.CampaignID,
@@ -166,7 +170,7 @@ func dump(t *testing.T, db testenv.ClickHouseDB, tbl string) table {
 		r := row{}
 		for i, c := range cols {
 			r[c] = f[i]
-			if c == "minute" {
+			if c == "minute" || c == "hour" {
 				m, err := time.Parse(time.DateTime, f[i])
 				if err != nil {
 					t.Fatal(err)

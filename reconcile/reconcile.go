@@ -177,28 +177,33 @@ func (r *Reconciler) compareAll(ctx context.Context, rep *Report, fix bool) (wro
 	reports := make([]TableReport, len(tables))
 	for i, t := range tables {
 		reports[i] = TableReport{Table: t.name, From: rep.Range.From.UTC(), To: rep.Range.To.UTC(), Keys: t.keyNames(), Diffs: []Diff{}}
-		if t.daily {
-			from, to, ok := wholeDays(rep.Range)
+		if t.grain > time.Minute {
+			from, to, ok := whole(rep.Range, t.grain)
 			reports[i].From, reports[i].To = from, to
 			if !ok {
-				reports[i] = TableReport{Table: t.name, Keys: t.keyNames(), Diffs: []Diff{}, Note: "skipped: no whole UTC day in the range"}
+				reports[i] = TableReport{Table: t.name, Keys: t.keyNames(), Diffs: []Diff{}, Note: "skipped: no whole UTC " + grainName(t.grain) + " in the range"}
 			}
 		}
 	}
 	defer func() { rep.Tables = append(rep.Tables, reports...) }()
 	for _, piece := range dayPieces(rep.Range) {
-		whole := piece.From.Equal(day(piece.From)) && piece.To.Equal(piece.From.AddDate(0, 0, 1))
 		for i, t := range tables {
-			if t.daily && !whole {
+			// A table keyed by hours or days is compared over the whole
+			// ones in the piece (a piece is within one day).
+			from, to, ok := piece.From, piece.To, true
+			if t.grain > time.Minute {
+				from, to, ok = whole(piece, t.grain)
+			}
+			if !ok {
 				continue
 			}
 			for _, sd := range r.sides {
-				n, err := r.compare(ctx, sd, t, piece.From, piece.To, &reports[i])
+				n, err := r.compare(ctx, sd, t, from, to, &reports[i])
 				if err != nil {
 					return wrote, err
 				}
 				if fix && n > 0 {
-					if err := r.correct(ctx, sd, t, piece.From, piece.To); err != nil {
+					if err := r.correct(ctx, sd, t, from, to); err != nil {
 						return wrote, err
 					}
 					wrote = true

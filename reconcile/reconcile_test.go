@@ -11,7 +11,7 @@ import (
 	"github.com/clickagg/clickagg/reconcile"
 )
 
-var summing = []string{"ad_stats_minute", "dim_stats_minute", "ad_stats_daily"}
+var summing = []string{"ad_stats_minute", "dim_stats_minute", "ad_stats_daily", "ad_totals_minute", "ad_totals_hour", "dim_stats_hour"}
 
 // The resend that slipped past the collector is in every aggregate twice;
 // truth counts it once. Fixing removes it, and the next run finds nothing.
@@ -28,12 +28,12 @@ func TestRunFindsSlippedResend(t *testing.T) {
 		k := keyString(tbl, rowOf(tbl, event(slipped)))
 		checkReport(t, rep, tbl, map[string]diff{k: {add(want[k], extra), want[k]}})
 	}
-	if !rep.Unfixed() || rep.Differences() != 3 || len(fixed) != 0 {
+	if !rep.Unfixed() || rep.Differences() != int64(len(summing)) || len(fixed) != 0 {
 		t.Fatalf("unfixed %v, %d differences, OnFixed %v", rep.Unfixed(), rep.Differences(), fixed)
 	}
 
 	rep = run(t, r, wholeRange, true)
-	if rep.Differences() != 3 || rep.Unfixed() || len(fixed) != 1 || fixed[0] != wholeRange {
+	if rep.Differences() != int64(len(summing)) || rep.Unfixed() || len(fixed) != 1 || fixed[0] != wholeRange {
 		t.Fatalf("fix: %d differences, unfixed %v, OnFixed %v", rep.Differences(), rep.Unfixed(), fixed)
 	}
 	if rep = run(t, r, wholeRange, false); rep.Differences() != 0 {
@@ -95,6 +95,21 @@ func TestRunReportsCorruption(t *testing.T) {
 	remove("ad_stats_daily", "ad_id = 'ad-5' AND day = toDate('2026-11-22')",
 		func(k row) bool { return k["ad_id"] == "ad-5" && k["day"] == "2026-11-22" })
 
+	// The rollups: a stray ad and one ad's minute gone; a stray hour and one
+	// ad's hour gone; one country's hour gone and a stray row.
+	stray("ad_totals_minute", row{"minute": "2026-11-22T00:03:00Z", "ad_id": "ad-stray", "campaign_id": "c-stray"},
+		clickagg.Counts{Impressions: 2}, "toDateTime('2026-11-22 00:03:00', 'UTC'), 'ad-stray', 'c-stray', 2, 0, 0, 0")
+	remove("ad_totals_minute", "ad_id = 'ad-3' AND minute = toDateTime('2026-11-21 23:58:00', 'UTC')",
+		func(k row) bool { return k["ad_id"] == "ad-3" && k["minute"] == "2026-11-21T23:58:00Z" })
+	stray("ad_totals_hour", row{"hour": "2026-11-21T22:00:00Z", "ad_id": "ad-stray", "campaign_id": "c-stray"},
+		clickagg.Counts{Clicks: 3}, "toDateTime('2026-11-21 22:00:00', 'UTC'), 'ad-stray', 'c-stray', 0, 3, 0, 0")
+	remove("ad_totals_hour", "ad_id = 'ad-5' AND hour = toDateTime('2026-11-21 23:00:00', 'UTC')",
+		func(k row) bool { return k["ad_id"] == "ad-5" && k["hour"] == "2026-11-21T23:00:00Z" })
+	remove("dim_stats_hour", "country = 'DE' AND hour = toDateTime('2026-11-22 00:00:00', 'UTC')",
+		func(k row) bool { return k["country"] == "DE" && k["hour"] == "2026-11-22T00:00:00Z" })
+	stray("dim_stats_hour", row{"hour": "2026-11-21T23:00:00Z", "country": "KR", "ad_format": "banner", "device": "ios"},
+		clickagg.Counts{Conversions: 1}, "toDateTime('2026-11-21 23:00:00', 'UTC'), 'KR', 'banner', 'ios', 0, 0, 1, 0")
+
 	rep := run(t, r, wholeRange, false)
 	for _, tbl := range summing {
 		want := expectedDiffs(agg[tbl], truth(tbl))
@@ -119,8 +134,10 @@ func TestRunReportsCorruption(t *testing.T) {
 		t.Fatalf("%d differences expected in the narrow range, want the 18 deleted keys", len(want))
 	}
 	checkReport(t, rep, "ad_stats_minute", want)
-	if d := rep.Table("ad_stats_daily"); d.Note == "" || d.Rows != 0 {
-		t.Errorf("daily over a partial day: %+v", d)
+	for _, tbl := range []string{"ad_stats_daily", "ad_totals_hour", "dim_stats_hour"} {
+		if d := rep.Table(tbl); d.Note == "" || d.Rows != 0 {
+			t.Errorf("%s without a whole grain in the range: %+v", tbl, d)
+		}
 	}
 
 	rep = run(t, r, wholeRange, true)

@@ -56,7 +56,7 @@ func (r *Report) UnmarshalJSON(b []byte) error {
 // TableReport is the comparison of one aggregate table with the truth.
 type TableReport struct {
 	Table string    `json:"table"`
-	From  time.Time `json:"from"` // the span compared: the run's range, or its whole days for ad_stats_daily
+	From  time.Time `json:"from"` // the span compared: the run's range, or its whole hours or days for the tables keyed by them
 	To    time.Time `json:"to"`
 	Keys  []string  `json:"keys"`  // the key columns, in the order of the table's rows
 	Rows  int64     `json:"rows"`  // keys whose counts differ (per shard on a cluster)
@@ -143,14 +143,21 @@ func day(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 }
 
-// wholeDays is the part of rng made of whole UTC days; ok is false when it
-// holds none.
-func wholeDays(rng clickagg.Range) (from, to time.Time, ok bool) {
-	from, to = day(rng.From), day(rng.To)
+// whole is the part of rng made of whole UTC grains (hours or days); ok is
+// false when it holds none.
+func whole(rng clickagg.Range, grain time.Duration) (from, to time.Time, ok bool) {
+	from, to = rng.From.UTC().Truncate(grain), rng.To.UTC().Truncate(grain)
 	if from.Before(rng.From) {
-		from = from.AddDate(0, 0, 1)
+		from = from.Add(grain)
 	}
 	return from, to, from.Before(to)
+}
+
+func grainName(grain time.Duration) string {
+	if grain == time.Hour {
+		return "hour"
+	}
+	return "day"
 }
 
 // touchedDays are the UTC days rng overlaps.

@@ -15,10 +15,11 @@ type column struct {
 	name, typ, expr string
 }
 
-func (c column) isTime() bool { return c.name == "minute" || c.name == "day" }
+func (c column) isTime() bool { return c.name == "minute" || c.name == "hour" || c.name == "day" }
 
 var (
 	minuteCol   = column{"minute", "DateTime('UTC')", "toStartOfMinute(e_ts)"}
+	hourCol     = column{"hour", "DateTime('UTC')", "toStartOfHour(e_ts)"}
 	dayCol      = column{"day", "Date", "toDate(e_ts)"}
 	adCol       = column{"ad_id", "String", "e_ad_id"}
 	campaignCol = column{"campaign_id", "String", "e_campaign_id"}
@@ -31,16 +32,21 @@ var (
 // impressions, clicks, conversions and spend_micros.
 type table struct {
 	name  string
-	keys  []column // in ORDER BY of the report
-	daily bool     // keyed by day: only whole UTC days can be compared
+	keys  []column      // in ORDER BY of the report
+	grain time.Duration // of the time key: only whole grains are compared; 0 is a minute
 }
+
+func (t table) daily() bool { return t.grain == 24*time.Hour }
 
 // tables are the summing aggregates, in report order. Their materialized
 // views are in schema/migrations; the key expressions here must match them.
 var tables = []table{
 	{name: "ad_stats_minute", keys: []column{minuteCol, adCol, campaignCol, countryCol, formatCol, deviceCol}},
 	{name: "dim_stats_minute", keys: []column{minuteCol, countryCol, formatCol, deviceCol}},
-	{name: "ad_stats_daily", keys: []column{dayCol, adCol, campaignCol}, daily: true},
+	{name: "ad_stats_daily", keys: []column{dayCol, adCol, campaignCol}, grain: 24 * time.Hour},
+	{name: "ad_totals_minute", keys: []column{minuteCol, adCol, campaignCol}},
+	{name: "ad_totals_hour", keys: []column{hourCol, adCol, campaignCol}, grain: time.Hour},
+	{name: "dim_stats_hour", keys: []column{hourCol, countryCol, formatCol, deviceCol}, grain: time.Hour},
 }
 
 func (t table) keyNames() []string {
@@ -117,7 +123,7 @@ func (t table) correctSQL(suffix string) string {
 }
 
 func (t table) bound() string {
-	if t.daily {
+	if t.daily() {
 		return "toDate(?)"
 	}
 	return "toDateTime(?)"
@@ -127,7 +133,7 @@ func (t table) bound() string {
 // then the table's. Days go as text: toDate of a number is read as days or
 // seconds depending on its size.
 func (t table) args(from, to time.Time) []any {
-	if t.daily {
+	if t.daily() {
 		return []any{from.Unix(), to.Unix(), from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	}
 	return []any{from.Unix(), to.Unix(), from.Unix(), to.Unix()}

@@ -59,13 +59,21 @@ func NewMigrator(ctx context.Context, o chclient.Options) (*Migrator, error) {
 }
 
 // Up applies every migration not yet applied.
-func (m *Migrator) Up() error { return ignoreNoChange(m.m.Up()) }
+func (m *Migrator) Up() error { return m.noted(ignoreNoChange(m.m.Up())) }
 
 // Down reverts every applied migration.
 func (m *Migrator) Down() error { return ignoreNoChange(m.m.Down()) }
 
 // Steps applies n migrations up (n > 0) or reverts -n.
-func (m *Migrator) Steps(n int) error { return ignoreNoChange(m.m.Steps(n)) }
+func (m *Migrator) Steps(n int) error { return m.noted(ignoreNoChange(m.m.Steps(n))) }
+
+// noted notes the rollups a migration made, after it succeeded.
+func (m *Migrator) noted(err error) error {
+	if err != nil {
+		return err
+	}
+	return noteRollups(context.Background(), m.drv.conn, m.drv.target)
+}
 
 // Version returns the applied version (0 when none) and whether a failed
 // migration left it dirty.

@@ -68,6 +68,10 @@ type Config struct {
 	// a lease in Redis that outlives a dead holder this long.
 	LeaseTTL time.Duration
 
+	// NoRollups answers questions from the minute cubes only (the planner
+	// off), e.g. to compare, or while a rollup is being rebuilt.
+	NoRollups bool
+
 	Reconcile   reconcile.SchedulerOptions
 	NoReconcile bool // no scheduled reconciliation (cron runs `clickagg reconcile`)
 

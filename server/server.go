@@ -123,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if ch.Cluster != "" {
 		cfg.Collector.DeadLettersTable = "dead_letters" + schema.LocalSuffix
 	}
-	s.store = chstore.New(s.conn, chstore.Options{Cluster: ch.Cluster})
+	s.store = chstore.New(s.conn, chstore.Options{Cluster: ch.Cluster, NoRollups: cfg.NoRollups, Hooks: exp})
 	s.warnDefiners(ctx)
 	s.cache = cache.New(s.rdb, s.store, cfg.Cache)
 

@@ -48,12 +48,18 @@ func main() {
 		}
 	}
 	fmt.Printf("| case | window | cache | p50 ms | p95 ms | p99 ms | mean ms | answered from cache |\n|---|---|---|---|---|---|---|---|\n")
+	hot, err := hottestAd(ctx, *target)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hottest ad:", err)
+		os.Exit(1)
+	}
 	for _, w := range strings.Split(*windows, ",") {
 		cases := []struct{ name, path string }{
 			{"1 metrics/US/banner", "/v1/metrics/US/banner?window=" + w},
 			{"2 metrics group_by=country,ad_format", "/v1/metrics?group_by=country,ad_format&window=" + w},
 			{"4 ads/top n=100 clicks", "/v1/ads/top?n=100&metric=clicks&window=" + w},
 			{"4 ads/top n=100 clicks approx", "/v1/ads/top?n=100&metric=clicks&mode=approx&window=" + w},
+			{"5 ads/{hot ad}/series granularity=1m", "/v1/ads/" + url.PathEscape(hot) + "/series?granularity=1m&window=" + w},
 		}
 		if *only == "pushdown" {
 			cases = nil
@@ -85,6 +91,25 @@ func main() {
 		fmt.Printf("| push-down ratio (raw p50 / aggregate p50) | %s | - | %.1fx | | | | |\n", w,
 			float64(raw.ValueAtQuantile(50))/float64(max(agg.ValueAtQuantile(50), 1)))
 	}
+}
+
+// hottestAd is the ad with the most impressions over the last 24 h.
+func hottestAd(ctx context.Context, target string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target+"/v1/ads/top?n=1&metric=impressions&window=24h", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Ads []struct {
+			AdID string `json:"ad_id"`
+		} `json:"ads"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Ads) == 0 {
+		return "", fmt.Errorf("no top ad (status %d, %v)", resp.StatusCode, err)
+	}
+	return body.Ads[0].AdID, nil
 }
 
 func row(h *hdrhistogram.Histogram) string {

@@ -46,6 +46,7 @@ func setupServe(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 	f.v(&c.Claims.Horizon, "dedup-shared-horizon", "CLICKAGG_DEDUP_SHARED_HORIZON", "how long Redis remembers an accepted event id for the other instances (about 90 bytes each; reconciliation covers the rest)")
 	f.v(&c.Dedup.MaxEntries, "dedup-max-entries", "CLICKAGG_DEDUP_MAX_ENTRIES", "event ids remembered at most (about 10 bytes each); past it the horizon shrinks")
 	f.v(&c.DeadLetterRetention, "dead-letter-retention", "CLICKAGG_DEAD_LETTER_RETENTION", "how long dead letters are kept (whole days are dropped; at least 24h)")
+	f.v(&c.NoRollups, "no-rollups", "CLICKAGG_NO_ROLLUPS", "answer questions from the minute cubes only, not from the hourly and daily rollups (the planner off: for comparisons)")
 	f.v(&c.Reconcile.Every, "reconcile-every", "CLICKAGG_RECONCILE_EVERY", "how often the aggregates are reconciled with the raw events")
 	f.v(&c.Reconcile.Lookback, "reconcile-lookback", "CLICKAGG_RECONCILE_LOOKBACK", "each run reconciles this much of the recent past")
 	f.v(&c.Reconcile.DailyDays, "reconcile-daily-days", "CLICKAGG_RECONCILE_DAILY_DAYS", "once a day, reconcile this many previous whole days")

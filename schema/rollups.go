@@ -1,0 +1,69 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Rollups are the tables kept by views that were added after the first
+// release: a view sees only events inserted after it was made, so such a
+// table holds every event only from some time on, which the table rollups
+// records (complete_from) and the query API respects.
+var Rollups = []string{"ad_totals_minute", "ad_totals_hour", "dim_stats_hour"}
+
+// RollupsTable records from when each rollup is complete.
+const RollupsTable = "rollups"
+
+// rollupMargin is added to the time a rollup is noted when events were
+// already stored: events up to the collector's future skew (5 min) ahead of
+// their arrival may have arrived before the view, and the next whole hour
+// keeps hour tables whole.
+const rollupMargin = 6 * time.Minute
+
+// noteRollups gives every rollup that exists and has no row in rollups yet
+// its complete_from: the epoch when events is empty (the view has seen
+// every event), else the hour after now plus rollupMargin (older events
+// may be missing until `clickagg replay` fills them).
+func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
+	var have uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", t.Database, RollupsTable).Scan(&have); err != nil {
+		return fmt.Errorf("note rollups: %w", err)
+	}
+	if have == 0 {
+		return nil
+	}
+	var events uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&events); err != nil {
+		return fmt.Errorf("note rollups: %w", err)
+	}
+	from := time.Unix(0, 0).UTC()
+	if events > 0 {
+		from = time.Now().UTC().Add(rollupMargin).Truncate(time.Hour).Add(time.Hour)
+	}
+	// A cluster's rollups table is Distributed: written through at once,
+	// so that the next reader sees the row.
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	for _, name := range Rollups {
+		var exists, noted uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", t.Database, name).Scan(&exists); err != nil {
+			return fmt.Errorf("note rollup %s: %w", name, err)
+		}
+		if exists == 0 {
+			continue
+		}
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+RollupsTable+" WHERE name = ?", name).Scan(&noted); err != nil {
+			return fmt.Errorf("note rollup %s: %w", name, err)
+		}
+		if noted > 0 {
+			continue
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+RollupsTable+" (name, complete_from, noted_at) SELECT ?, toDateTime(?, 'UTC'), now() FROM system.one", name, from.Unix()); err != nil {
+			return fmt.Errorf("note rollup %s: %w", name, err)
+		}
+	}
+	return nil
+}
