@@ -33,17 +33,23 @@ type tier struct {
 	dims    dims
 	// rollup: complete only from its rollups.complete_from on.
 	rollup bool
+	// lead is the dimension the table is sorted by first (0: time first).
+	// Unless the filter names it, a time range reads whole partitions of
+	// length part.
+	lead dims
+	part time.Duration
 }
 
 // The tables the planner reads. Every one holds the same measures, kept by
 // a view from events and covered by reconciliation.
 var (
 	adCubeTier     = tier{table: adCube, timeCol: "minute", grain: time.Minute, dims: starDims | adDims}
-	filterCubeTier = tier{table: filterCube, timeCol: "minute", grain: time.Minute, dims: starDims}
+	filterCubeTier = tier{table: filterCube, timeCol: "minute", grain: time.Minute, dims: starDims, lead: hasCountry, part: 24 * time.Hour}
+	dimByTimeTier  = tier{table: "dim_stats_minute_by_time", timeCol: "minute", grain: time.Minute, dims: starDims, rollup: true}
 	dimHourTier    = tier{table: "dim_stats_hour", timeCol: "hour", grain: time.Hour, dims: starDims, rollup: true}
-	adMinuteTier   = tier{table: "ad_totals_minute", timeCol: "minute", grain: time.Minute, dims: adDims, rollup: true}
+	adMinuteTier   = tier{table: "ad_totals_minute", timeCol: "minute", grain: time.Minute, dims: adDims, rollup: true, lead: hasAd, part: 24 * time.Hour}
 	adHourTier     = tier{table: "ad_totals_hour", timeCol: "hour", grain: time.Hour, dims: adDims, rollup: true}
-	adDayTier      = tier{table: "ad_stats_daily", timeCol: "day", grain: 24 * time.Hour, dims: adDims}
+	adDayTier      = tier{table: "ad_stats_daily", timeCol: "day", grain: 24 * time.Hour, dims: adDims, lead: hasAd, part: 30 * 24 * time.Hour}
 )
 
 // piece is a Piece with its tier.
@@ -118,7 +124,9 @@ func levels(n needs, rollups bool) []tier {
 	var out []tier
 	switch {
 	case n.dims&^starDims == 0:
-		out = []tier{dimHourTier, filterCubeTier}
+		// The edges from the cube sorted by time, or by country when the
+		// question names countries (the cost decides).
+		out = []tier{dimHourTier, dimByTimeTier, filterCubeTier}
 	case n.dims&^adDims == 0 && n.byAd:
 		// Sorted by ad: one ad's days, then its minutes.
 		out = []tier{adDayTier, adMinuteTier, adCubeTier}
@@ -147,8 +155,8 @@ const pieceRows = 20_000
 // replaces them by its number of values.
 var typical = map[dims]int{hasCountry: 50, hasFormat: 5, hasDevice: 5, hasAd: 1000}
 
-// rowsPerGrain estimates the rows of one grain of a tier of a family that
-// keeps d, under f. Campaigns follow ads and add no rows.
+// rowsPerGrain estimates the rows of one grain of a table that keeps d,
+// under f. Campaigns follow ads and add no rows.
 func rowsPerGrain(d dims, f clickagg.Filter) int {
 	n := 1
 	for dim, vals := range map[dims][]string{hasCountry: f.Countries, hasFormat: f.AdFormats, hasDevice: f.Devices, hasAd: f.AdIDs} {
@@ -164,17 +172,54 @@ func rowsPerGrain(d dims, f clickagg.Filter) int {
 	return n
 }
 
-// cheapest plans r with every suffix of lv (the largest levels left out one
-// by one) and returns the plan of least estimated cost: a filter that pins a
-// few cells makes each grain cheap, and fewer pieces then win.
+// rows estimates what reading p under f costs: a table sorted by time
+// reads every row of its grains (the filter prunes nothing); one sorted
+// by a dimension the filter names reads only the named cells; one sorted
+// by a dimension the filter leaves open reads its whole partitions.
+func (p piece) rows(f clickagg.Filter) int {
+	grains := int(p.to.Sub(p.from) / p.grain)
+	switch {
+	case p.lead == 0:
+		return grains * rowsPerGrain(p.dims, clickagg.Filter{})
+	case len(pinned(f, p.lead)) > 0:
+		return grains * rowsPerGrain(p.dims, f)
+	}
+	parts := int(p.to.Add(-time.Nanosecond).Truncate(p.part).Sub(p.from.Truncate(p.part))/p.part) + 1
+	return parts * int(p.part/p.grain) * rowsPerGrain(p.dims, clickagg.Filter{})
+}
+
+// pinned are f's values of d.
+func pinned(f clickagg.Filter, d dims) []string {
+	switch d {
+	case hasCountry:
+		return f.Countries
+	case hasAd:
+		return f.AdIDs
+	}
+	return nil
+}
+
+// cheapest plans r with every ordered choice of lv's levels above its base
+// (at most three, so at most eight plans) and returns the plan of least
+// estimated cost.
 func cheapest(r clickagg.Range, lv []tier, f clickagg.Filter, complete func(string) (time.Time, bool)) []piece {
+	if len(lv) == 0 {
+		return nil
+	}
+	upper, base := lv[:len(lv)-1], lv[len(lv)-1]
 	var best []piece
 	bestCost := 0
-	for i := range lv {
-		ps := plan(r, lv[i:], complete)
+	for mask := range 1 << len(upper) {
+		var use []tier
+		for i, t := range upper {
+			if mask&(1<<i) != 0 {
+				use = append(use, t)
+			}
+		}
+		ps := plan(r, append(use, base), complete)
 		cost := 0
 		for _, p := range ps {
-			cost += pieceRows + int(p.to.Sub(p.from)/p.grain)*rowsPerGrain(p.dims, f)
+			cost += pieceRows + p.rows(f)
 		}
 		if best == nil || cost < bestCost {
 			best, bestCost = ps, cost

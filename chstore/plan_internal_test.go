@@ -13,7 +13,7 @@ import (
 func TestPlanCovers(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
-	complete := map[string]time.Time{"ad_totals_minute": base.Add(30*time.Hour + 7*time.Minute), "ad_totals_hour": base.Add(26 * time.Hour), "dim_stats_hour": base}
+	complete := map[string]time.Time{"ad_totals_minute": base.Add(30*time.Hour + 7*time.Minute), "ad_totals_hour": base.Add(26 * time.Hour), "dim_stats_hour": base, "dim_stats_minute_by_time": base.Add(50 * time.Hour)}
 	get := func(table string) (time.Time, bool) { t, ok := complete[table]; return t, ok }
 	families := [][]tier{
 		levels(needs{}, true),

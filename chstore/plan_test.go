@@ -158,7 +158,7 @@ func TestPlansAgree(t *testing.T) {
 			same(fmt.Sprintf("%d top %s %+v (plan %+v)", i, name, tq, gt.Plan), gt.Ads, wt.Ads)
 		}
 	}
-	for _, table := range []string{"ad_totals_minute", "ad_totals_hour", "dim_stats_hour", "ad_stats_daily", "ad_stats_minute", "dim_stats_minute"} {
+	for _, table := range []string{"ad_totals_minute", "ad_totals_hour", "dim_stats_hour", "dim_stats_minute_by_time", "ad_stats_daily", "ad_stats_minute", "dim_stats_minute"} {
 		if rollupsRead[table] == 0 {
 			t.Errorf("no plan read %s: the questions do not exercise the planner", table)
 		}

@@ -49,8 +49,8 @@ func TestCLI(t *testing.T) {
 	}
 
 	out, errs, code := clickagg(append([]string{"reconcile"}, whole...)...)
-	if code != 1 || !strings.Contains(errs, "6 differing rows left") ||
-		!strings.Contains(out, "6 differing rows, not fixed") || !strings.Contains(out, "ad_stats_daily: 1 differing row") ||
+	if code != 1 || !strings.Contains(errs, "7 differing rows left") ||
+		!strings.Contains(out, "7 differing rows, not fixed") || !strings.Contains(out, "ad_stats_daily: 1 differing row") ||
 		!strings.Contains(out, "ad_stats_minute: 1 differing row") {
 		t.Errorf("reconcile: exit %d\n%s%s", code, out, errs)
 	}
@@ -65,12 +65,12 @@ func TestCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 {
 		t.Fatalf("--json: exit %d, %v\n%s", code, err, out)
 	}
-	if rep.Differences() != 6 || rep.Fixed || rep.Range != wholeRange || !strings.Contains(out, `"range": {`) ||
+	if rep.Differences() != 7 || rep.Fixed || rep.Range != wholeRange || !strings.Contains(out, `"range": {`) ||
 		!strings.Contains(out, `"from": "2026-11-21T00:00:00Z"`) {
 		t.Errorf("--json report: %s", out)
 	}
 
-	if out, errs, code := clickagg(append([]string{"reconcile", "--fix"}, whole...)...); code != 0 || !strings.Contains(out, "6 differing rows, fixed") {
+	if out, errs, code := clickagg(append([]string{"reconcile", "--fix"}, whole...)...); code != 0 || !strings.Contains(out, "7 differing rows, fixed") {
 		t.Errorf("--fix: exit %d\n%s%s", code, out, errs)
 	}
 	if out, errs, code := clickagg(append([]string{"reconcile"}, whole...)...); code != 0 || !strings.Contains(out, ": no differences") {

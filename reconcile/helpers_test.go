@@ -82,12 +82,13 @@ type row map[string]string
 
 // keyCols are the key columns of each table, as reconcile reports them.
 var keyCols = map[string][]string{
-	"ad_stats_minute":  {"minute", "ad_id", "campaign_id", "country", "ad_format", "device"},
-	"dim_stats_minute": {"minute", "country", "ad_format", "device"},
-	"ad_stats_daily":   {"day", "ad_id", "campaign_id"},
-	"ad_totals_minute": {"minute", "ad_id", "campaign_id"},
-	"ad_totals_hour":   {"hour", "ad_id", "campaign_id"},
-	"dim_stats_hour":   {"hour", "country", "ad_format", "device"},
+	"ad_stats_minute":          {"minute", "ad_id", "campaign_id", "country", "ad_format", "device"},
+	"dim_stats_minute":         {"minute", "country", "ad_format", "device"},
+	"ad_stats_daily":           {"day", "ad_id", "campaign_id"},
+	"ad_totals_minute":         {"minute", "ad_id", "campaign_id"},
+	"ad_totals_hour":           {"hour", "ad_id", "campaign_id"},
+	"dim_stats_hour":           {"hour", "country", "ad_format", "device"},
+	"dim_stats_minute_by_time": {"minute", "country", "ad_format", "device"},
 }
 
 func keyString(table string, r row) string {

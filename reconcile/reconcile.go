@@ -134,8 +134,9 @@ func (r *Reconciler) Run(ctx context.Context, rng clickagg.Range, fix bool) (Rep
 
 // Replay rebuilds rng from raw events: the corrections of Run with fix for
 // the summing tables (which also fills a table created after the events
-// arrived), and top_ads_minute rebuilt for every UTC day rng touches. It is
-// idempotent: a second Replay changes nothing.
+// arrived, and a rollup complete only from inside rng is then recorded
+// complete from rng's start), and top_ads_minute rebuilt for every UTC day
+// rng touches. It is idempotent: a second Replay changes nothing.
 //
 // The sketches are rebuilt by dropping the day's partition and inserting
 // the day again from events. Events committed for that day between the two
@@ -145,6 +146,11 @@ func (r *Reconciler) Run(ctx context.Context, rng clickagg.Range, fix bool) (Rep
 func (r *Reconciler) Replay(ctx context.Context, rng clickagg.Range) (Report, error) {
 	rep := Report{Range: rng, StartedAt: time.Now().UTC(), Tables: []TableReport{}}
 	wrote, err := r.compareAll(ctx, &rep, true)
+	if err == nil {
+		// The rollups hold every event of rng now: those complete from
+		// inside it are complete from its start.
+		err = schema.ExtendRollups(ctx, r.conn, rng.From, rng.To)
+	}
 	if err == nil {
 		err = r.rebuildTopAds(ctx, &rep)
 		wrote = true // even a failed rebuild may have dropped a day

@@ -11,7 +11,7 @@ import (
 	"github.com/clickagg/clickagg/reconcile"
 )
 
-var summing = []string{"ad_stats_minute", "dim_stats_minute", "ad_stats_daily", "ad_totals_minute", "ad_totals_hour", "dim_stats_hour"}
+var summing = []string{"ad_stats_minute", "dim_stats_minute", "ad_stats_daily", "ad_totals_minute", "ad_totals_hour", "dim_stats_hour", "dim_stats_minute_by_time"}
 
 // The resend that slipped past the collector is in every aggregate twice;
 // truth counts it once. Fixing removes it, and the next run finds nothing.
@@ -109,6 +109,10 @@ func TestRunReportsCorruption(t *testing.T) {
 		func(k row) bool { return k["country"] == "DE" && k["hour"] == "2026-11-22T00:00:00Z" })
 	stray("dim_stats_hour", row{"hour": "2026-11-21T23:00:00Z", "country": "KR", "ad_format": "banner", "device": "ios"},
 		clickagg.Counts{Conversions: 1}, "toDateTime('2026-11-21 23:00:00', 'UTC'), 'KR', 'banner', 'ios', 0, 0, 1, 0")
+	remove("dim_stats_minute_by_time", "country = 'DE' AND minute = toDateTime('2026-11-22 00:01:00', 'UTC')",
+		func(k row) bool { return k["country"] == "DE" && k["minute"] == "2026-11-22T00:01:00Z" })
+	stray("dim_stats_minute_by_time", row{"minute": "2026-11-21T23:59:00Z", "country": "KR", "ad_format": "banner", "device": "ios"},
+		clickagg.Counts{Clicks: -2}, "toDateTime('2026-11-21 23:59:00', 'UTC'), 'KR', 'banner', 'ios', 0, -2, 0, 0")
 
 	rep := run(t, r, wholeRange, false)
 	for _, tbl := range summing {

@@ -47,6 +47,7 @@ var tables = []table{
 	{name: "ad_totals_minute", keys: []column{minuteCol, adCol, campaignCol}},
 	{name: "ad_totals_hour", keys: []column{hourCol, adCol, campaignCol}, grain: time.Hour},
 	{name: "dim_stats_hour", keys: []column{hourCol, countryCol, formatCol, deviceCol}, grain: time.Hour},
+	{name: "dim_stats_minute_by_time", keys: []column{minuteCol, countryCol, formatCol, deviceCol}},
 }
 
 func (t table) keyNames() []string {

@@ -13,7 +13,7 @@ import (
 // release: a view sees only events inserted after it was made, so such a
 // table holds every event only from some time on, which the table rollups
 // records (complete_from) and the query API respects.
-var Rollups = []string{"ad_totals_minute", "ad_totals_hour", "dim_stats_hour"}
+var Rollups = []string{"ad_totals_minute", "ad_totals_hour", "dim_stats_hour", "dim_stats_minute_by_time"}
 
 // RollupsTable records from when each rollup is complete.
 const RollupsTable = "rollups"
@@ -64,6 +64,21 @@ func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
 		if err := conn.Exec(ctx, "INSERT INTO "+RollupsTable+" (name, complete_from, noted_at) SELECT ?, toDateTime(?, 'UTC'), now() FROM system.one", name, from.Unix()); err != nil {
 			return fmt.Errorf("note rollup %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// ExtendRollups records that every rollup whose complete_from lies in
+// (from, to] holds every event from from on: a replay of [from, to) has
+// just corrected it from events. A rollup keyed by hours is read from the
+// first whole hour at or after from.
+func ExtendRollups(ctx context.Context, conn driver.Conn, from, to time.Time) error {
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	err := conn.Exec(ctx, "INSERT INTO "+RollupsTable+" (name, complete_from, noted_at) SELECT name, toDateTime(?, 'UTC'), now() FROM ("+
+		"SELECT name, min(complete_from) AS cf FROM "+RollupsTable+" GROUP BY name) WHERE cf > toDateTime(?, 'UTC') AND cf <= toDateTime(?, 'UTC')",
+		from.Unix(), from.Unix(), to.Unix())
+	if err != nil {
+		return fmt.Errorf("extend rollups: %w", err)
 	}
 	return nil
 }

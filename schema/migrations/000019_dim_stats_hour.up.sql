@@ -9,4 +9,4 @@ CREATE TABLE IF NOT EXISTS dim_stats_hour (
     spend_micros Int64           COMMENT 'Sum of price_micros, in millionths of the currency unit'
 ) ENGINE = SummingMergeTree((impressions, clicks, conversions, spend_micros))
 PARTITION BY toYYYYMM(hour)
-ORDER BY (country, ad_format, device, hour)
+ORDER BY (hour, country, ad_format, device)

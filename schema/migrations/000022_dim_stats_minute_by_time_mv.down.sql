@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS dim_stats_minute_by_time_mv
