@@ -26,8 +26,8 @@ median() {
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "command: benchmarks/cluster.sh $events (CLIENTS=$clients BATCH=$batch)"
 echo
-echo "| shape | nodes | events/s | ack p50 / p99 | ClickHouse CPU s per M events (all nodes) | per node | ZooKeeper | clickagg CPU s per M | top 100 by clicks, 24 h | group by country, format |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| shape | nodes | events/s | ack p50 / p99 | ClickHouse CPU s per M events (all nodes) | per node | ZooKeeper | clickagg CPU s per M | top 100 by clicks, 24 h | group by country, format | one cell (US, banner) | hot ad per minute |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for shape in $shapes; do
 	dir=$(mktemp -d /tmp/clickagg-bench-XXXXXX)
 	export CLICKAGG_DATA_DIR=$dir
@@ -55,7 +55,10 @@ for shape in $shapes; do
 	ack=$(echo "$out" | awk -F'\t' '{print $5 " / " $6}' | sed 's/ack p50 //; s/p99 //')
 	top=$(median "/v1/ads/top?n=100&metric=clicks&window=1440m")
 	grp=$(median "/v1/metrics?group_by=country,ad_format&window=1440m")
-	echo "| $shape | $n | ${rate% events/s} | $ack | $(awk -v a="$ch" -v e="$events" 'BEGIN {printf "%.1f", a / e * 1e6}') | $(awk -v a="$ch" -v e="$events" -v n="$n" 'BEGIN {printf "%.1f", a / e * 1e6 / n}') | $zkcpu | $app | $top ms | $grp ms |"
+	cell=$(median "/v1/metrics/US/banner?window=1440m")
+	hot=$(curl -fsS "http://$listen/v1/ads/top?n=1&metric=impressions&window=1440m" | grep -o '"ad_id":"[^"]*"' | head -1 | cut -d'"' -f4)
+	series=$(median "/v1/ads/$hot/series?granularity=1m&window=1440m")
+	echo "| $shape | $n | ${rate% events/s} | $ack | $(awk -v a="$ch" -v e="$events" 'BEGIN {printf "%.1f", a / e * 1e6}') | $(awk -v a="$ch" -v e="$events" -v n="$n" 'BEGIN {printf "%.1f", a / e * 1e6 / n}') | $zkcpu | $app | $top ms | $grp ms | $cell ms | $series ms |"
 	kill "$serve"; wait "$serve" 2>/dev/null || true
 	bin/clickagg services down >/dev/null 2>&1
 	rm -rf "$dir"
