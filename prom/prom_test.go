@@ -54,3 +54,20 @@ func TestRefusedMerged(t *testing.T) {
 		t.Error("metrics of absent sources exported")
 	}
 }
+
+// Each table of each plan is counted by kind of question.
+func TestPlansCounted(t *testing.T) {
+	e := New(&Sources{})
+	e.OnPlan("top", []string{"ad_stats_minute", "ad_totals_hour", "ad_stats_minute"})
+	e.OnPlan("metrics", []string{"dim_stats_minute"})
+	text := scrape(t, e)
+	for _, want := range []string{
+		`clickagg_query_plan_pieces_total{kind="top",table="ad_stats_minute"} 2`,
+		`clickagg_query_plan_pieces_total{kind="top",table="ad_totals_hour"} 1`,
+		`clickagg_query_plan_pieces_total{kind="metrics",table="dim_stats_minute"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
