@@ -619,6 +619,7 @@ var clickaggMetrics = map[string]bool{ // name → histogram
 	"clickagg_clickhouse_errors_total":              false,
 	"clickagg_http_request_duration_seconds":        true,
 	"clickagg_query_duration_seconds":               true,
+	"clickagg_query_plan_pieces_total":              false,
 	"clickagg_cache_hit_ratio":                      false,
 	"clickagg_redis_errors_total":                   false,
 	"clickagg_reconcile_drift_rows":                 false,
