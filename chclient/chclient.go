@@ -311,6 +311,24 @@ func ParseVersion(s string) (Version, error) {
 	return v, nil
 }
 
+// Strings returns the one String column of query's rows.
+func Strings(ctx context.Context, conn driver.Conn, query string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // ServerVersion asks the server its version.
 func ServerVersion(ctx context.Context, conn driver.Conn) (Version, error) {
 	var s string

@@ -2,6 +2,7 @@ package chstore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -159,13 +160,12 @@ var typical = map[dims]int{hasCountry: 50, hasFormat: 5, hasDevice: 5, hasAd: 10
 // under f. Campaigns follow ads and add no rows.
 func rowsPerGrain(d dims, f clickagg.Filter) int {
 	n := 1
-	for dim, vals := range map[dims][]string{hasCountry: f.Countries, hasFormat: f.AdFormats, hasDevice: f.Devices, hasAd: f.AdIDs} {
-		if d&dim == 0 {
-			continue
-		}
-		if len(vals) > 0 {
+	for _, dim := range []dims{hasCountry, hasFormat, hasDevice, hasAd} {
+		switch vals := pinned(f, dim); {
+		case d&dim == 0:
+		case len(vals) > 0:
 			n *= len(vals)
-		} else {
+		default:
 			n *= typical[dim]
 		}
 	}
@@ -193,6 +193,12 @@ func pinned(f clickagg.Filter, d dims) []string {
 	switch d {
 	case hasCountry:
 		return f.Countries
+	case hasFormat:
+		return f.AdFormats
+	case hasDevice:
+		return f.Devices
+	case hasCampaign:
+		return f.CampaignIDs
 	case hasAd:
 		return f.AdIDs
 	}
@@ -202,7 +208,7 @@ func pinned(f clickagg.Filter, d dims) []string {
 // cheapest plans r with every ordered choice of lv's levels above its base
 // (at most three, so at most eight plans) and returns the plan of least
 // estimated cost.
-func cheapest(r clickagg.Range, lv []tier, f clickagg.Filter, complete func(string) (time.Time, bool)) []piece {
+func cheapest(r clickagg.Range, lv []tier, f clickagg.Filter, complete map[string]time.Time) []piece {
 	if len(lv) == 0 {
 		return nil
 	}
@@ -230,15 +236,15 @@ func cheapest(r clickagg.Range, lv []tier, f clickagg.Filter, complete func(stri
 
 // plan covers r with pieces: each level takes the whole grains it can
 // (and, for a rollup, those it is complete for), the smaller levels the
-// rest on either side. complete gives a rollup's complete_from.
-func plan(r clickagg.Range, lv []tier, complete func(table string) (time.Time, bool)) []piece {
+// rest on either side. complete holds the rollups' complete_from.
+func plan(r clickagg.Range, lv []tier, complete map[string]time.Time) []piece {
 	if !r.From.Before(r.To) || len(lv) == 0 {
 		return nil
 	}
 	t, rest := lv[0], lv[1:]
 	from, to := ceil(r.From, t.grain), r.To.UTC().Truncate(t.grain)
 	if t.rollup {
-		cf, ok := complete(t.table)
+		cf, ok := complete[t.table]
 		if !ok {
 			return plan(r, rest, complete)
 		}
@@ -339,7 +345,7 @@ func selectSQL(ps []piece, sel []clickagg.Dimension, f clickagg.Filter, cond str
 	return "SELECT " + strings.Join(append(outer, sums), ", ") + " FROM (" + strings.Join(parts, " UNION ALL ") + ")" + extra, args
 }
 
-func alias(i int) string { return "d" + string(rune('0'+i/10)) + string(rune('0'+i%10)) }
+func alias(i int) string { return fmt.Sprintf("d%02d", i) }
 
 // coverage is when each rollup became complete, read from the rollups
 // table and kept a minute.
@@ -351,15 +357,17 @@ type coverage struct {
 
 const coverageTTL = time.Minute
 
-// get returns the rollups' complete_from, read again once a minute; a
-// failed read leaves no rollup complete until the next (answers stay
-// exact, from the minute tables).
-func (c *coverage) get(ctx context.Context, conn driver.Conn, settings string) map[string]time.Time {
+// get returns the rollups' complete_from, read again once a minute (within
+// limit); a failed read leaves no rollup complete until the next (answers
+// stay exact, from the minute tables).
+func (c *coverage) get(ctx context.Context, conn driver.Conn, settings string, limit time.Duration) map[string]time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.from != nil && time.Since(c.at) < coverageTTL {
 		return c.from
 	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	from := map[string]time.Time{}
 	rows, err := conn.Query(ctx, "SELECT name, min(complete_from) FROM rollups GROUP BY name"+settings)
 	if err == nil {

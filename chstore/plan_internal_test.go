@@ -14,7 +14,6 @@ func TestPlanCovers(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	complete := map[string]time.Time{"ad_totals_minute": base.Add(30*time.Hour + 7*time.Minute), "ad_totals_hour": base.Add(26 * time.Hour), "dim_stats_hour": base, "dim_stats_minute_by_time": base.Add(50 * time.Hour)}
-	get := func(table string) (time.Time, bool) { t, ok := complete[table]; return t, ok }
 	families := [][]tier{
 		levels(needs{}, true),
 		levels(needs{dims: hasAd}, true),
@@ -27,7 +26,7 @@ func TestPlanCovers(t *testing.T) {
 		rng := clickagg.Range{From: from, To: from.Add(time.Duration(1+r.IntN(3*24*60)) * time.Minute)}
 		for _, lv := range families {
 			at := rng.From
-			for _, p := range cheapest(rng, lv, clickagg.Filter{}, get) {
+			for _, p := range cheapest(rng, lv, clickagg.Filter{}, complete) {
 				if !p.from.Equal(at) || !p.from.Before(p.to) {
 					t.Fatalf("%v: piece %s [%v, %v) does not start where the last ended (%v)", rng, p.table, p.from, p.to, at)
 				}

@@ -130,10 +130,11 @@ func filterCond(f clickagg.Filter, has dims) (string, []any) {
 
 // planFor plans a question and tells the hooks.
 func (s *Store) planFor(ctx context.Context, kind string, r clickagg.Range, f clickagg.Filter, groupBy []clickagg.Dimension) []piece {
-	ps := cheapest(r, levels(needsOf(f, groupBy), !s.o.NoRollups), f, func(table string) (time.Time, bool) {
-		t, ok := s.cov.get(ctx, s.conn, s.settings())[table]
-		return t, ok
-	})
+	var complete map[string]time.Time
+	if !s.o.NoRollups {
+		complete = s.cov.get(ctx, s.conn, s.settings(), s.o.QueryTimeout)
+	}
+	ps := cheapest(r, levels(needsOf(f, groupBy), !s.o.NoRollups), f, complete)
 	if s.o.Hooks != nil {
 		tables := make([]string, len(ps))
 		for i, p := range ps {
@@ -359,7 +360,7 @@ func (s *Store) sketchSlower(ctx context.Context) bool {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		v, err := chclient.ServerVersion(ctx, s.conn)
-		s.sketchLoses = err == nil && v.Major < 19
+		s.sketchLoses = err == nil && !v.AtLeast(19, 0)
 	})
 	return s.sketchLoses
 }

@@ -97,6 +97,21 @@ type Drain struct {
 	sink Sink
 	o    DrainOptions
 
+	progress // of the current Run
+
+	mu        sync.Mutex // guards the fields below, read by Stats
+	watermark uint32
+	pending   int64 // rows in the inbox not drained, at the last poll
+	holding   bool
+	lastErr   string
+	rate      [2]mark // drained rows at two times, for RowsPerSec
+
+	drained, accepted, duplicates, rejected, errs, late atomic.Int64
+}
+
+// progress is what a Run has drained since it started from the stored
+// watermark; each Run starts a new one.
+type progress struct {
 	done      map[uint32]int    // second → rows drained
 	seen      map[uint64]uint32 // row id → its second, for seconds from forgotten on
 	forgotten uint32            // the ids of seconds before it are forgotten
@@ -109,21 +124,14 @@ type Drain struct {
 	recheckUntil time.Time
 	written      uint32 // watermark last stored
 	writtenAt    int64  // drained rows when it was stored
-
-	mu        sync.Mutex // guards the fields below, read by Stats
-	watermark uint32
-	pending   int64 // rows in the inbox not drained, at the last poll
-	holding   bool
-	lastErr   string
-	rate      [2]mark // drained rows at two times, for RowsPerSec
-
-	drained, accepted, duplicates, rejected, errs, late atomic.Int64
 }
+
+func newProgress() progress { return progress{done: map[uint32]int{}, seen: map[uint64]uint32{}} }
 
 // NewDrain returns a Drain reading conn's database and writing to sink.
 func NewDrain(conn driver.Conn, sink Sink, o DrainOptions) *Drain {
 	o = o.WithDefaults()
-	return &Drain{conn: conn, sink: sink, o: o, done: map[uint32]int{}, seen: map[uint64]uint32{}}
+	return &Drain{conn: conn, sink: sink, o: o, progress: newProgress()}
 }
 
 // DrainStats describe the drain.
@@ -168,8 +176,7 @@ func (d *Drain) Run(ctx context.Context) {
 	d.mu.Lock()
 	d.watermark, d.pending, d.holding = 0, 0, false
 	d.mu.Unlock()
-	d.done, d.seen, d.forgotten, d.idle = map[uint32]int{}, map[uint64]uint32{}, 0, false
-	d.written, d.writtenAt, d.recheckFrom, d.reason, d.checked = 0, 0, 0, "", time.Time{}
+	d.progress = newProgress()
 	for ctx.Err() == nil {
 		more, err := d.Poll(ctx)
 		if err != nil && ctx.Err() == nil {

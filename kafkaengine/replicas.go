@@ -9,6 +9,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/schema"
 )
 
@@ -122,21 +123,9 @@ func (l inboxLag) wait(ctx context.Context, limit time.Duration) error {
 
 // paths are the ZooKeeper paths of kafka_inbox_local, one per shard.
 func (l inboxLag) paths(ctx context.Context) ([]string, error) {
-	rows, err := l.conn.Query(ctx, "SELECT DISTINCT zookeeper_path FROM cluster('"+l.cluster+"', system, replicas) "+
+	out, err := chclient.Strings(ctx, l.conn, "SELECT DISTINCT zookeeper_path FROM cluster('"+l.cluster+"', system, replicas) "+
 		"WHERE database = currentDatabase() AND table = 'kafka_inbox"+schema.LocalSuffix+"'")
 	if err != nil {
-		return nil, fmt.Errorf("find the inbox replicas: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			return nil, fmt.Errorf("find the inbox replicas: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("find the inbox replicas: %w", err)
 	}
 	if len(out) == 0 {

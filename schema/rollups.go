@@ -3,10 +3,13 @@ package schema
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/clickagg/clickagg/chclient"
 )
 
 // Rollups are the tables kept by views that were added after the first
@@ -29,11 +32,23 @@ const rollupMargin = 6 * time.Minute
 // every event), else the hour after now plus rollupMargin (older events
 // may be missing until `clickagg replay` fills them).
 func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
-	var have uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", t.Database, RollupsTable).Scan(&have); err != nil {
+	names := make([]any, 0, len(Rollups)+1)
+	for _, n := range append([]string{RollupsTable}, Rollups...) {
+		names = append(names, n)
+	}
+	exist, err := chclient.Strings(ctx, conn, "SELECT name FROM system.tables WHERE database = ? AND name IN ?", t.Database, clickhouse.GroupSet{Value: names})
+	if err != nil {
 		return fmt.Errorf("note rollups: %w", err)
 	}
-	if have == 0 {
+	if !slices.Contains(exist, RollupsTable) {
+		return nil
+	}
+	noted, err := chclient.Strings(ctx, conn, "SELECT DISTINCT name FROM "+RollupsTable)
+	if err != nil {
+		return fmt.Errorf("note rollups: %w", err)
+	}
+	missing := slices.DeleteFunc(exist, func(n string) bool { return n == RollupsTable || slices.Contains(noted, n) })
+	if len(missing) == 0 {
 		return nil
 	}
 	var events uint64
@@ -47,23 +62,8 @@ func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
 	// A cluster's rollups table is Distributed: written through at once,
 	// so that the next reader sees the row.
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
-	for _, name := range Rollups {
-		var exists, noted uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", t.Database, name).Scan(&exists); err != nil {
-			return fmt.Errorf("note rollup %s: %w", name, err)
-		}
-		if exists == 0 {
-			continue
-		}
-		if err := conn.QueryRow(ctx, "SELECT count() FROM "+RollupsTable+" WHERE name = ?", name).Scan(&noted); err != nil {
-			return fmt.Errorf("note rollup %s: %w", name, err)
-		}
-		if noted > 0 {
-			continue
-		}
-		if err := conn.Exec(ctx, "INSERT INTO "+RollupsTable+" (name, complete_from, noted_at) SELECT ?, toDateTime(?, 'UTC'), now() FROM system.one", name, from.Unix()); err != nil {
-			return fmt.Errorf("note rollup %s: %w", name, err)
-		}
+	if err := conn.Exec(ctx, "INSERT INTO "+RollupsTable+" (name, complete_from, noted_at) SELECT arrayJoin(?) AS name, toDateTime(?, 'UTC'), now()", missing, from.Unix()); err != nil {
+		return fmt.Errorf("note rollups: %w", err)
 	}
 	return nil
 }

@@ -65,7 +65,8 @@ type Config struct {
 	ZooKeeper string
 	// LeaseTTL, with SharedDedup: scheduled reconciliation, Kafka
 	// verification and the inbox drain run on one instance at a time, under
-	// a lease in Redis that outlives a dead holder this long.
+	// a lease (in Redis, or in ZooKeeper on a cluster, as the session
+	// timeout) that outlives a dead holder this long.
 	LeaseTTL time.Duration
 
 	// NoRollups answers questions from the minute cubes only (the planner
