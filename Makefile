@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run run-cluster cluster-down run-several bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak
+.PHONY: all build run run-cluster cluster-down run-several bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak screenshots
 
 all: build
 
@@ -76,6 +76,11 @@ test-short:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 2m ./eventjson
+
+# The README's pictures of the console, taken by its browser tests
+# (chromium is installed when missing).
+screenshots:
+	CLICKAGG_E2E=1 CLICKAGG_SCREENSHOTS=$(CURDIR)/console/screenshots $(GO) test -count=1 -run '^TestBrowser(Dashboard|Docs)$$' ./e2e
 
 # Benchmarks: figures come from these, never from timed tests.
 EVENTS ?= 10000000

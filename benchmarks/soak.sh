@@ -55,7 +55,7 @@ for _ in $(seq 100); do curl -fs "http://$listen/readyz" >/dev/null && break; sl
 curl -fs "http://$listen/readyz" >/dev/null || { echo "serve did not become ready; see benchmarks/out/soak-serve.log" >&2; exit 1; }
 
 env -u CLICKAGG_INGEST_TOKENS bin/clickagg generate --target "http://$listen" --rate "$rate" --duration "$duration" \
-	--batch "$batch" --concurrency "$concurrency" >benchmarks/out/soak-generate.txt 2>benchmarks/out/soak-generate.log &
+	--batch "$batch" --concurrency "$concurrency" --bad-share 0 >benchmarks/out/soak-generate.txt 2>benchmarks/out/soak-generate.log &
 gen=$!
 strict=
 [ "${SOAK_STRICT:-0}" = 1 ] && strict=--strict

@@ -29,7 +29,7 @@ func TestTopAgainstBruteForce(t *testing.T) {
 	opts := db.Options()
 
 	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
-	src := generator.New(generator.Options{Seed: 3, Ads: 3000, DuplicateShare: -1, LateShare: -1, Start: start, Rate: 200})
+	src := generator.New(generator.Options{Seed: 3, Ads: 3000, DuplicateShare: -1, LateShare: -1, BadShare: -1, Start: start, Rate: 200})
 	tr, _ := ingestor.NewHTTP(ingestor.HTTPOptions{URL: db.HTTPURL, Database: db.Database})
 	in := ingestor.New(tr, ingestor.Options{MaxRows: 10000})
 	clicks := map[string]int64{}

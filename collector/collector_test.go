@@ -47,6 +47,9 @@ func start(t *testing.T, o collector.Options) *server {
 		t.Fatal(err)
 	}
 	in := ingestor.New(tr, ingestor.Options{Linger: 20 * time.Millisecond})
+	if o.DeadLetters == nil {
+		o.DeadLetters = tr // refused events go to dead_letters, as serve's do
+	}
 	col := collector.New(in, o)
 	app := queryapi.New(queryapi.Options{Ingest: col.Handle, BodyRefused: col.BodyRefused, BodyLimit: 2 << 20})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -224,7 +227,7 @@ type sums struct{ imp, clk, conv, spend int64 }
 // sent JSON with encoding/json, not with the code under test.
 func TestIngestGenerated(t *testing.T) {
 	s := start(t, collector.Options{})
-	src := generator.New(generator.Options{Seed: 7, Ads: 500, DuplicateShare: -1, LateShare: 0.02,
+	src := generator.New(generator.Options{Seed: 7, Ads: 500, DuplicateShare: -1, LateShare: 0.02, BadShare: -1,
 		Start: time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC), Rate: 2000})
 	const total, batch = 100000, 2000
 	want := map[key]*sums{}
@@ -288,6 +291,49 @@ func TestIngestGenerated(t *testing.T) {
 		"SELECT ad_id, toString(minute), sum(impressions), sum(clicks), sum(conversions), sum(spend_micros) FROM ad_stats_minute GROUP BY ad_id, minute"))
 	compare(t, "ad_stats_daily", daily, testenv.QueryString(t, s.db,
 		"SELECT concat(ad_id, ' ', toString(day)), '', sum(impressions), sum(clicks), sum(conversions), sum(spend_micros) FROM ad_stats_daily GROUP BY ad_id, day"))
+}
+
+// TestLoadBadEvents drives the collector with generator.Load and a share
+// of malformed events: the generator's report is the collector's count
+// (accepted and rejected, nothing failed), every accepted event is in
+// events and no malformed one, every rejected one is a dead letter with the
+// reason and field of its kind.
+func TestLoadBadEvents(t *testing.T) {
+	s := start(t, collector.Options{Now: time.Now})
+	src := generator.New(generator.Options{Seed: 13, Ads: 300, BadShare: 0.02, Now: time.Now, IDPrefix: "lb-"})
+	rep, err := generator.Load(t.Context(), src, generator.LoadOptions{Target: s.url, Rate: 10000, Duration: 2 * time.Second, Batch: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(rep)
+	st := s.col.Stats()
+	if rep.Failed != 0 || rep.Sent == 0 || rep.Accepted+rep.Duplicates+rep.Rejected != rep.Sent {
+		t.Fatalf("report %+v: want every event answered, accepted or rejected", rep)
+	}
+	if st.Accepted != rep.Accepted || st.Rejected != rep.Rejected {
+		t.Errorf("collector counted %d accepted, %d rejected; the report %d, %d", st.Accepted, st.Rejected, rep.Accepted, rep.Rejected)
+	}
+	if share := float64(rep.Rejected) / float64(rep.Sent); share < 0.014 || share > 0.026 {
+		t.Errorf("%d of %d rejected (%.4f), want about 0.02", rep.Rejected, rep.Sent, share)
+	}
+	for _, f := range []string{"type", "ad_format", "ad_id", "ts"} {
+		if st.ByField[f] == 0 {
+			t.Errorf("no rejection on %s: %v", f, st.ByField)
+		}
+	}
+	if st.ByReason["invalid_field"] == 0 || st.ByReason["too_late"] == 0 || st.ByReason["invalid_field"]+st.ByReason["too_late"] != rep.Rejected {
+		t.Errorf("rejections by reason %v, want invalid_field and too_late making %d", st.ByReason, rep.Rejected)
+	}
+	// Malformed events have ids with "-r" (generator/bad.go); the others none.
+	if got, want := testenv.QueryString(t, s.db, "SELECT count(), countIf(position(event_id, '-r') > 0) FROM events"), fmt.Sprintf("%d\t0", rep.Accepted+rep.Duplicates); got != want {
+		t.Errorf("events (all, malformed): %s, want %s", got, want)
+	}
+	// A batch answered 503 stores its dead letters and is resent: exact
+	// counts only without retries.
+	dead := testenv.QueryString(t, s.db, "SELECT countIf(reason = 'invalid_field'), countIf(reason = 'too_late' AND field = 'ts'), countIf(position(event_id, '-r') = 0) FROM dead_letters")
+	if want := fmt.Sprintf("%d\t%d\t0", st.ByReason["invalid_field"], st.ByReason["too_late"]); rep.Retries == 0 && dead != want {
+		t.Errorf("dead letters (invalid_field, too_late, not malformed): %s, want %s", dead, want)
+	}
 }
 
 func cell[K comparable](m map[K]*sums, k K) *sums {

@@ -14,11 +14,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/eventjson"
 )
 
 // collector is a fake collector. It answers the first unavailable requests
-// with 503, then 200 with counts, treating a repeated event_id as a
-// duplicate; status, when set, is the answer to everything.
+// with 503, then 200 with counts, rejecting the events the real collector's
+// decoder refuses or that are over 7 days old (its default lateness), and
+// treating a repeated event_id as a duplicate; status, when set, is the
+// answer to everything.
 type collector struct {
 	unavailable int
 	retryAfter  string
@@ -30,6 +35,7 @@ type collector struct {
 	lines    int64 // in requests answered 200
 	accepted int64
 	dups     int64
+	rejected int64
 	refused  []string // event_ids of lines answered 503
 	seen     map[string]bool
 	problems []string
@@ -45,7 +51,7 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	ids, err := readBatch(r)
+	ids, bad, err := readBatch(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.requests++
@@ -60,11 +66,14 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", c.retryAfter)
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 	default:
-		var accepted, dups int64
-		for _, id := range ids {
-			if c.seen[id] {
+		var accepted, dups, rejected int64
+		for i, id := range ids {
+			switch {
+			case bad[i]:
+				rejected++
+			case c.seen[id]:
 				dups++
-			} else {
+			default:
 				accepted++
 			}
 			c.seen[id] = true
@@ -72,7 +81,8 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.lines += int64(len(ids))
 		c.accepted += accepted
 		c.dups += dups
-		fmt.Fprintf(w, `{"accepted":%d,"rejected":0,"duplicates":%d,"errors":[]}`, accepted, dups)
+		c.rejected += rejected
+		fmt.Fprintf(w, `{"accepted":%d,"rejected":%d,"duplicates":%d,"errors":[]}`, accepted, rejected, dups)
 	}
 }
 
@@ -84,29 +94,37 @@ func (c *collector) checkRequests(t *testing.T) {
 	}
 }
 
-// readBatch checks the request and returns the event_ids of its lines.
-func readBatch(r *http.Request) ([]string, error) {
+// readBatch checks the request and returns the event_ids of its lines and
+// which of them the collector would refuse.
+func readBatch(r *http.Request) ([]string, []bool, error) {
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/events" || r.Header.Get("Content-Type") != "application/x-ndjson" {
-		return nil, fmt.Errorf("request %s %s %q", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+		return nil, nil, fmt.Errorf("request %s %s %q", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
 	}
 	var body io.Reader = r.Body
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(r.Body)
 		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
+			return nil, nil, fmt.Errorf("gzip: %w", err)
 		}
 		body = zr
 	}
 	var ids []string
+	var bad []bool
+	var dec eventjson.Decoder
+	oldest := time.Now().Add(-7 * 24 * time.Hour)
 	sc := bufio.NewScanner(body)
 	for sc.Scan() {
-		var e wireEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.EventID == "" {
-			return nil, fmt.Errorf("line %q: %v", sc.Text(), err)
+		var e struct {
+			EventID string `json:"event_id"`
 		}
-		ids = append(ids, e.EventID)
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.EventID == "" {
+			return nil, nil, fmt.Errorf("line %q: %v", sc.Text(), err)
+		}
+		var ev clickagg.Event
+		err := dec.Decode(sc.Bytes(), &ev)
+		ids, bad = append(ids, e.EventID), append(bad, err != nil || ev.Time.Before(oldest))
 	}
-	return ids, sc.Err()
+	return ids, bad, sc.Err()
 }
 
 func serve(t *testing.T, c *collector) string {
@@ -134,11 +152,13 @@ func TestLoadRetriesAndRate(t *testing.T) {
 	if rep.Retries != 2 || rep.Failed != 0 {
 		t.Errorf("%d retries and %d failed events, want 2 and 0", rep.Retries, rep.Failed)
 	}
-	if rep.Sent != c.lines || rep.Accepted != c.accepted || rep.Duplicates != c.dups {
-		t.Errorf("report %+v, collector took %d lines: %d accepted, %d duplicates", rep, c.lines, c.accepted, c.dups)
+	if rep.Sent != c.lines || rep.Accepted != c.accepted || rep.Duplicates != c.dups || rep.Rejected != c.rejected {
+		t.Errorf("report %+v, collector took %d lines: %d accepted, %d duplicates, %d rejected", rep, c.lines, c.accepted, c.dups, c.rejected)
 	}
-	if rep.Accepted+rep.Duplicates != rep.Sent || rep.Duplicates == 0 {
-		t.Errorf("accepted %d + duplicates %d != sent %d", rep.Accepted, rep.Duplicates, rep.Sent)
+	// Rejected events are answered, not failed: their batch's other events
+	// count once, as accepted or duplicates.
+	if rep.Accepted+rep.Duplicates+rep.Rejected != rep.Sent || rep.Duplicates == 0 || rep.Rejected == 0 {
+		t.Errorf("accepted %d + duplicates %d + rejected %d != sent %d", rep.Accepted, rep.Duplicates, rep.Rejected, rep.Sent)
 	}
 	if len(c.refused) != 200 {
 		t.Errorf("%d lines answered 503, want 2 batches of 100", len(c.refused))
@@ -155,7 +175,7 @@ func TestLoadRetriesAndRate(t *testing.T) {
 	if rep.P50 <= 0 || rep.P99 < rep.P50 || rep.Max < rep.P99 {
 		t.Errorf("latencies p50 %s p99 %s max %s", rep.P50, rep.P99, rep.Max)
 	}
-	if !strings.Contains(progress.String(), "ev/s sent") || !strings.Contains(progress.String(), "duplicates/s") {
+	if !strings.Contains(progress.String(), "ev/s sent") || !strings.Contains(progress.String(), "duplicates/s") || !strings.Contains(progress.String(), "rejected/s") {
 		t.Errorf("progress %q", progress.String())
 	}
 }

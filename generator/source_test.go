@@ -112,7 +112,7 @@ func TestEventsValid(t *testing.T) {
 	campaigns := map[string]bool{}
 	ips6 := 0
 	const n = 20_000
-	for i, line := range generate(Options{Seed: 3, Start: testStart}, n) {
+	for i, line := range generate(Options{Seed: 3, Start: testStart, BadShare: -1}, n) {
 		var raw map[string]json.RawMessage
 		if err := json.Unmarshal(line, &raw); err != nil {
 			t.Fatalf("line %d: %v", i, err)
@@ -175,7 +175,7 @@ func set(names []string) map[string]bool {
 // type, country and device mix, prices, late events and duplicates.
 func TestStatistics(t *testing.T) {
 	const n, rate = 300_000, 1000
-	lines, events := stream(t, Options{Seed: 11, Start: testStart, Rate: rate}, n)
+	lines, events := stream(t, Options{Seed: 11, Start: testStart, Rate: rate, BadShare: -1}, n)
 	t.Run("zipf", func(t *testing.T) { checkZipf(t, events, 1000) })
 	t.Run("mix", func(t *testing.T) { checkMix(t, events) })
 	t.Run("prices", func(t *testing.T) { checkPrices(t, events) })
@@ -318,7 +318,7 @@ func within(t *testing.T, what string, got int, want, tol float64) {
 }
 
 func TestSharesConfigurable(t *testing.T) {
-	lines := generate(Options{Seed: 19, Start: testStart, LateShare: -1, DuplicateShare: 0.05}, 50_000)
+	lines := generate(Options{Seed: 19, Start: testStart, LateShare: -1, DuplicateShare: 0.05, BadShare: -1}, 50_000)
 	seen := map[string]bool{}
 	dups := 0
 	for _, line := range lines {
@@ -333,7 +333,7 @@ func TestSharesConfigurable(t *testing.T) {
 	}
 	within(t, "duplicates", dups, 0.05*50_000, 0.1)
 
-	for _, line := range generate(Options{Seed: 19, DuplicateShare: -1, LateShare: -1, Now: func() time.Time { return testStart }}, 1000) {
+	for _, line := range generate(Options{Seed: 19, DuplicateShare: -1, LateShare: -1, BadShare: -1, Now: func() time.Time { return testStart }}, 1000) {
 		if e := decode(t, line); e.TS != "2026-11-22T04:21:15.000Z" {
 			t.Fatalf("ts %s with a fixed Now clock", e.TS)
 		}

@@ -21,7 +21,7 @@ import (
 // JSON decode and validation, column append, block merge and Native encode.
 func BenchmarkDecodeAppendEncode(b *testing.B) {
 	const block = 10000
-	src := generator.New(generator.Options{Seed: 1, DuplicateShare: -1})
+	src := generator.New(generator.Options{Seed: 1, DuplicateShare: -1, BadShare: -1})
 	var body []byte
 	for range block {
 		body = append(src.AppendNext(body), '\n')
@@ -75,7 +75,7 @@ func BenchmarkIngestNull(b *testing.B) {
 		b.Fatal(err)
 	}
 	const block = 10000
-	src := generator.New(generator.Options{Seed: 1, DuplicateShare: -1})
+	src := generator.New(generator.Options{Seed: 1, DuplicateShare: -1, BadShare: -1})
 	var dec eventjson.Decoder
 	var rows ingestor.Rows
 	for range block {

@@ -161,7 +161,7 @@ func (p *pipeline) waitAll(t testing.TB, query, want string, limit time.Duration
 
 // events generates n events stamped now, and their expected totals.
 func events(n int, seed uint64) ([][]byte, clickagg.Counts) {
-	src := generator.New(generator.Options{Seed: seed, Ads: 200, LateShare: -1, DuplicateShare: -1, Now: time.Now, IDPrefix: fmt.Sprintf("k%d-", seed)})
+	src := generator.New(generator.Options{Seed: seed, Ads: 200, LateShare: -1, DuplicateShare: -1, BadShare: -1, Now: time.Now, IDPrefix: fmt.Sprintf("k%d-", seed)})
 	var dec eventjson.Decoder
 	var want clickagg.Counts
 	msgs := make([][]byte, n)

@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
 	"github.com/clickagg/clickagg"
+	"github.com/clickagg/clickagg/console"
 )
 
 // Check is one dependency probed by /readyz. A failing Critical check makes
@@ -159,6 +160,7 @@ func New(o Options) *fiber.App {
 		app.Get("/v1/reconcile/status", func(c *fiber.Ctx) error { return c.JSON(o.ReconcileStatus()) })
 	}
 	registerDocs(app)
+	console.Register(app)
 	return app
 }
 

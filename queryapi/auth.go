@@ -130,11 +130,15 @@ func (k routeKind) String() string {
 // router does (case-insensitive, trailing slashes ignored) so that no
 // spelling of the ingest route escapes its class, and anything unknown,
 // including routes added later such as /metrics, is a query route.
+// Everything under /docs/ and /dashboard/ is open: only the pages' own
+// files live there (the dashboard's data comes from the guarded routes).
 func routeClass(path string) routeKind {
-	switch strings.ToLower(strings.TrimRight(path, "/")) {
-	case "/healthz", "/readyz", "/docs", "/openapi.json":
+	p := strings.ToLower(strings.TrimRight(path, "/"))
+	switch {
+	case p == "/healthz", p == "/readyz", p == "/docs", p == "/openapi.json", strings.HasPrefix(p, "/docs/"),
+		p == "", p == "/dashboard", strings.HasPrefix(p, "/dashboard/"):
 		return openRoute
-	case "/v1/events":
+	case p == "/v1/events":
 		return ingestRoute
 	}
 	return queryRoute

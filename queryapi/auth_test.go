@@ -115,6 +115,10 @@ func TestAuthAccepts(t *testing.T) {
 		{"GET", "/readyz", "Bearer wrong"},
 		{"GET", "/openapi.json", ""},
 		{"GET", "/docs", ""},
+		{"GET", "/docs/swagger-ui-bundle.js", "Bearer wrong"},
+		{"GET", "/docs/docs.js", ""},
+		{"GET", "/dashboard/", ""},
+		{"GET", "/dashboard/app.js", "Bearer wrong"},
 	} {
 		if a := call(t, app, tc.method, tc.path, tc.auth); a.status != 200 {
 			t.Errorf("%s %s %q: %d %s", tc.method, tc.path, tc.auth, a.status, a.body)
@@ -136,7 +140,10 @@ func TestRouteClass(t *testing.T) {
 		"/v1/events": ingestRoute, "/V1/EVENTS//": ingestRoute,
 		"/metrics": queryRoute, "/v1/metrics": queryRoute, "/v1/ads/top": queryRoute, "/v1/benchmark/US/banner": queryRoute,
 		"/v1/ingest/status": queryRoute, "/v1/cache/stats": queryRoute, "/v1/reconcile/status": queryRoute,
-		"/": queryRoute, "": queryRoute, "/v1/events/x": queryRoute, "/healthz/x": queryRoute,
+		"/docs/swagger-ui.css": openRoute, "/DOCS/Swagger-UI-Bundle.js": openRoute, "/docs/x/": openRoute,
+		"/": openRoute, "": openRoute, "/dashboard": openRoute, "/Dashboard/app.js": openRoute, "/dashboard/vendor/uPlot.min.css": openRoute,
+		"/dashboardx": queryRoute, "/v1/dashboard/": queryRoute, "/v1/events/x": queryRoute, "/healthz/x": queryRoute,
+		"/docsx": queryRoute, "/v1/docs/x": queryRoute, "/openapi.json/x": queryRoute,
 	} {
 		if got := routeClass(path); got != want {
 			t.Errorf("routeClass(%q) = %v, want %v", path, got, want)
@@ -311,5 +318,15 @@ func TestAuthOptionsValidate(t *testing.T) {
 	}
 	if err := (AuthOptions{IngestRate: 2.5, MaxConcurrent: DefaultMaxConcurrent}).Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// An open prefix does not open what a path climbs out of it to.
+func TestAuthOpenPrefixes(t *testing.T) {
+	app := authApp(AuthOptions{QueryTokens: []string{queryTok}}, nil)
+	for _, path := range []string{"/dashboard/../v1/ingest/status", "/docs/../v1/ingest/status", "/dashboard/%2e%2e/v1/ingest/status", "/docs/..%2fv1/ingest/status"} {
+		if a := call(t, app, "GET", path, ""); a.status == 200 {
+			t.Errorf("GET %s without a token: %d %s", path, a.status, a.body)
+		}
 	}
 }

@@ -16,6 +16,9 @@ type latency struct {
 	P95  float64 `json:"p95_ms"`
 	P99  float64 `json:"p99_ms"`
 	Mean float64 `json:"mean_ms"`
+	// Samples is every run's latency, fastest first: the distribution the
+	// dashboard draws.
+	Samples []float64 `json:"samples_ms"`
 }
 
 func summarize(d []time.Duration) latency {
@@ -28,7 +31,11 @@ func summarize(d []time.Duration) latency {
 	for _, x := range d {
 		sum += x
 	}
-	return latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Mean: ms(sum / time.Duration(len(d)))}
+	samples := make([]float64, len(d))
+	for i, x := range d {
+		samples[i] = ms(x)
+	}
+	return latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Mean: ms(sum / time.Duration(len(d))), Samples: samples}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

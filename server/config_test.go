@@ -20,6 +20,7 @@ var (
 		"Generate.Load.Rate":             "negative: as fast as accepted",
 		"Generate.Source.LateShare":      "negative: none",
 		"Generate.Source.DuplicateShare": "negative: none",
+		"Generate.Source.BadShare":       "negative: none",
 	}
 	zeroOK = map[string]string{
 		"Redis.DB":                       "database 0",
@@ -33,6 +34,7 @@ var (
 		"Generate.Load.Rate":             "0: no generator",
 		"Generate.Source.LateShare":      "0: the default share",
 		"Generate.Source.DuplicateShare": "0: the default share",
+		"Generate.Source.BadShare":       "0: the default share",
 	}
 )
 

@@ -34,6 +34,7 @@ import (
 	"github.com/clickagg/clickagg/chstore"
 	"github.com/clickagg/clickagg/claims"
 	"github.com/clickagg/clickagg/collector"
+	"github.com/clickagg/clickagg/console"
 	"github.com/clickagg/clickagg/dedup"
 	"github.com/clickagg/clickagg/generator"
 	"github.com/clickagg/clickagg/ingestor"
@@ -393,7 +394,7 @@ func (s *Server) warnDefiners(ctx context.Context) {
 // banner says where to go next, in one line.
 func (s *Server) banner() {
 	u := s.URL()
-	attrs := []any{"api", u, "docs", u + "/docs", "try", u + "/v1/metrics?group_by=country&window=15m",
+	attrs := []any{"dashboard", u + console.Path + "/", "api", u, "docs", u + "/docs", "try", u + "/v1/metrics?group_by=country&window=15m",
 		"ingest", "POST " + u + "/v1/events", "metrics", u + "/metrics",
 		"clickhouse", s.cfg.ClickHouse.HTTP, "database", s.cfg.ClickHouse.Database, "redis", s.cfg.Redis.Addr}
 	if c := s.cfg.ClickHouse; c.Cluster != "" {

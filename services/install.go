@@ -17,16 +17,27 @@ const basePackages = "clickhouse-server clickhouse-client redis-server"
 // zooKeeperPackage is what a cluster needs besides: ZooKeeper and its Java.
 const zooKeeperPackage = "zookeeper"
 
+// BrowserPackage is Debian's headless-capable browser, for the console's
+// tests and screenshots; its binary has its name.
+const BrowserPackage = "chromium"
+
 // Install installs ClickHouse and Redis with apt-get unless their binaries
-// are there already, and ZooKeeper too when cluster is set. Not being root,
-// it uses sudo -n, which fails instead of asking for a password.
+// are there already, and ZooKeeper too when cluster is set.
 func Install(ctx context.Context, log io.Writer, cluster bool) error {
-	if log == nil {
-		log = io.Discard
-	}
 	packages := basePackages
 	if cluster {
 		packages += " " + zooKeeperPackage
+	}
+	return InstallPackages(ctx, log, packages)
+}
+
+// InstallPackages installs the space-separated Debian packages with apt-get
+// unless their binaries are there already (a package's binary has its
+// name, ZooKeeper's is its jar). Not being root, it uses sudo -n, which
+// fails instead of asking for a password.
+func InstallPackages(ctx context.Context, log io.Writer, packages string) error {
+	if log == nil {
+		log = io.Discard
 	}
 	missing := missingBinaries(packages)
 	if len(missing) == 0 {

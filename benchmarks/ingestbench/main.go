@@ -71,7 +71,7 @@ func main() {
 // hour and every event is within the collector's allowed lateness.
 func corpus(n int, seed uint64, ads int) [][]byte {
 	start := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
-	src := generator.New(generator.Options{Seed: seed, Ads: ads, Start: start, Rate: max(n/3000, 1), LateShare: -1, DuplicateShare: -1})
+	src := generator.New(generator.Options{Seed: seed, Ads: ads, Start: start, Rate: max(n/3000, 1), LateShare: -1, DuplicateShare: -1, BadShare: -1})
 	lines := make([][]byte, n)
 	for i := range lines {
 		lines[i] = src.AppendNext(nil)

@@ -204,7 +204,7 @@ func pushDown(ctx context.Context, chURL, db, window string, n int) (raw, agg *h
 // loadEvents posts count generated events whose times spread over span.
 func loadEvents(ctx context.Context, target string, count int, span time.Duration, seed uint64, ads int) error {
 	rate := max(int(float64(count)/span.Seconds()), 1)
-	src := generator.New(generator.Options{Seed: seed, Ads: ads, Start: time.Now().Add(-span), Rate: rate, DuplicateShare: -1, LateShare: -1})
+	src := generator.New(generator.Options{Seed: seed, Ads: ads, Start: time.Now().Add(-span), Rate: rate, DuplicateShare: -1, LateShare: -1, BadShare: -1})
 	const batch = 5000
 	bodies := make(chan []byte, 16)
 	var sent, failed atomic.Int64

@@ -24,12 +24,13 @@ func genFlags(f *flags, src *generator.Options, load *generator.LoadOptions, pre
 	f.v(&src.Seed, prefix+"seed", "CLICKAGG_GENERATE_SEED", "random seed; the same seed gives the same events")
 	f.v(&src.LateShare, prefix+"late-share", "CLICKAGG_GENERATE_LATE_SHARE", "share of events 1 min to 3 h late (0: none)")
 	f.v(&src.DuplicateShare, prefix+"duplicate-share", "CLICKAGG_GENERATE_DUPLICATE_SHARE", "share of events resent with the same event_id (0: none)")
+	f.v(&src.BadShare, prefix+"bad-share", "CLICKAGG_GENERATE_BAD_SHARE", "share of malformed events, refused into dead_letters: a type or ad_format outside its enum, no ad_id, an unparsable or too-late ts (0 or negative: none)")
 	f.v(&load.Batch, prefix+"batch", "CLICKAGG_GENERATE_BATCH", "events per request")
 	f.v(&load.Concurrency, prefix+"concurrency", "CLICKAGG_GENERATE_CONCURRENCY", "requests in flight")
 	f.v(&load.Gzip, prefix+"gzip", "CLICKAGG_GENERATE_GZIP", "gzip request bodies")
 	f.after = append(f.after, func() error {
 		// generator.Options takes 0 for its default and a negative share for none.
-		for _, share := range []*float64{&src.LateShare, &src.DuplicateShare} {
+		for _, share := range []*float64{&src.LateShare, &src.DuplicateShare, &src.BadShare} {
 			if *share == 0 {
 				*share = -1
 			}
@@ -87,6 +88,8 @@ func setupGenerate(f *flags) func(ctx context.Context, stdout, stderr io.Writer)
 
 // generateKafka produces the generated events to a topic, one per message,
 // keyed by ad_id so that an ad's events keep their order in one partition.
+// The malformed ones (--bad-share) go too, as a buggy producer's would: the
+// drain refuses them into dead_letters; one without an ad_id has no key.
 func generateKafka(ctx context.Context, src *generator.Source, brokers, topic string, load generator.LoadOptions, stdout, stderr io.Writer) error {
 	kc, err := kafka.Dial(brokers)
 	if err != nil {

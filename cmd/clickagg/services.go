@@ -35,8 +35,12 @@ func setupServices(f *flags) func(ctx context.Context, stdout, stderr io.Writer)
 			}
 			fmt.Fprint(stdout, st.Env())
 		case "install":
-			// Everything the tests need, the cluster's ZooKeeper included.
-			return services.Install(ctx, stderr, true)
+			// Everything the tests need: the cluster's ZooKeeper and the
+			// console's browser included.
+			if err := services.Install(ctx, stderr, true); err != nil {
+				return err
+			}
+			return services.InstallPackages(ctx, stderr, services.BrowserPackage)
 		default:
 			return usagef("want up, down, status or install, not %q", f.arg(0))
 		}

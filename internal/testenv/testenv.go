@@ -281,3 +281,31 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// browser is the Chromium of the test binary, found or installed once.
+var browser struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// Chromium returns the path of Debian's chromium, installing the package
+// when it is missing (as the servers' packages are); Must decides between
+// skipping and failing when that cannot be done.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	browser.once.Do(func() {
+		if browser.path, browser.err = exec.LookPath(services.BrowserPackage); browser.err == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := services.InstallPackages(ctx, os.Stderr, services.BrowserPackage); err != nil {
+			browser.err = fmt.Errorf("%w: %w", exec.ErrNotFound, err)
+			return
+		}
+		browser.path, browser.err = exec.LookPath(services.BrowserPackage)
+	})
+	Must(t, browser.err)
+	return browser.path
+}
