@@ -26,8 +26,8 @@ func Fingerprint(eventID string) uint64 {
 // Options configures a Set. The zero value works.
 type Options struct {
 	Horizon    time.Duration // an accepted id is remembered at least this long (up to one bucket more); default 2 h
-	Buckets    int           // the horizon's time buckets; default 24 (5 min each at 2 h): only the newest is a map
-	MaxEntries int           // ids remembered at most; default 200 million (about 2 GiB: 10 bytes an id once frozen, 36 in the open bucket)
+	Buckets    int           // the horizon's time buckets, at most 128; default 24 (5 min each at 2 h): ids expire a bucket at a time
+	MaxEntries int           // ids remembered at most; default 200 million (about 2 GiB: 10.7 bytes an id while the set turns over)
 	Now        func() time.Time
 }
 
@@ -41,49 +41,32 @@ type Stats struct {
 	Evicted        int64   `json:"evicted_early"` // ids forgotten before the horizon because of MaxEntries
 }
 
-// bucket holds the ids accepted in one time slice: a map while it is the
-// newest, frozen into a compact table once a newer one exists (ids added to
-// it later, e.g. reloaded after a restart, go to the map).
-type bucket struct {
-	start  time.Time
-	ids    map[uint64]struct{}
-	frozen table
-	n      int
-}
-
-func (b *bucket) has(fp uint64) bool {
-	_, ok := b.ids[fp]
-	return ok || b.frozen.has(fp)
-}
-
-func (b *bucket) add(fp uint64) bool {
-	if b.has(fp) {
-		return false
-	}
-	if b.ids == nil {
-		b.ids = make(map[uint64]struct{})
-	}
-	b.ids[fp] = struct{}{}
-	b.n++
-	return true
-}
-
-func (b *bucket) freeze() {
-	if b.frozen.slots == nil && len(b.ids) > 0 {
-		b.frozen, b.ids = freeze(b.ids), nil
-	}
-}
-
-// Set is safe for concurrent use.
+// Set is safe for concurrent use. It is one open-addressing table of
+// fingerprints split into 256 shards by the fingerprint's low byte, each
+// under its own lock, so a new id costs one probe sequence, not one per
+// time bucket, and requests do not queue behind one lock. A slot keeps the
+// fingerprint with its low byte (the shard's, so nothing is lost) replaced
+// by the tag of the time bucket it was accepted in; a bucket past the
+// horizon expires at once by its tag, and its slots are swept when their
+// shard is next rebuilt.
 type Set struct {
 	o     Options
 	width time.Duration
 
-	mu      sync.Mutex
-	buckets []*bucket         // oldest first
-	pending map[uint64]*Claim // ids of claims not yet settled
-	entries int
+	shards [256]shard
+
+	clock   sync.Mutex // advances the window; the hot path only loads it
+	win     atomic.Pointer[window]
+	counts  [256]atomic.Int64 // ids per live bucket, by tag
+	entries atomic.Int64
 	evicted atomic.Int64
+}
+
+// window is which buckets are live: epochs lo to cur (an epoch is a
+// bucket's start divided by the bucket width), cur being now's.
+type window struct {
+	lo, cur int64
+	live    [256]bool // by tag
 }
 
 // Defaults of Options.
@@ -91,6 +74,9 @@ const (
 	DefaultHorizon    = 2 * time.Hour
 	DefaultBuckets    = 24
 	DefaultMaxEntries = 200_000_000
+	// MaxBuckets keeps a live bucket's tag unique among the 255 tags with
+	// room for sweeps: a shard is rebuilt before a tag comes round again.
+	MaxBuckets = 128
 )
 
 // WithDefaults returns o with its zero fields set to the defaults.
@@ -109,7 +95,7 @@ func (o Options) WithDefaults() Options {
 func (o Options) Validate() error {
 	return clickagg.FirstError(
 		clickagg.Positive("Horizon", o.Horizon),
-		clickagg.Between("Buckets", o.Buckets, 1, 1024),
+		clickagg.Between("Buckets", o.Buckets, 1, MaxBuckets),
 		clickagg.AtLeast("Horizon", o.Horizon, time.Duration(o.Buckets)*time.Millisecond, "a millisecond per bucket"),
 		clickagg.Positive("MaxEntries", o.MaxEntries),
 	)
@@ -118,8 +104,58 @@ func (o Options) Validate() error {
 // New returns an empty Set.
 func New(o Options) *Set {
 	o = o.WithDefaults()
-	o.Buckets = max(o.Buckets, 1)
-	return &Set{o: o, width: o.Horizon / time.Duration(o.Buckets), pending: make(map[uint64]*Claim)}
+	o.Buckets = min(max(o.Buckets, 1), MaxBuckets)
+	s := &Set{o: o, width: max(o.Horizon/time.Duration(o.Buckets), 1)}
+	cur := s.epoch(o.Now())
+	s.clock.Lock()
+	s.setWindow(&window{lo: cur, cur: cur}, cur-int64(o.Buckets), cur)
+	s.clock.Unlock()
+	for i := range s.shards {
+		s.shards[i].swept = cur
+	}
+	return s
+}
+
+func (s *Set) epoch(t time.Time) int64 { return t.UnixNano() / int64(s.width) }
+
+// tagOf is the tag of an epoch: 1 to 255, 0 marking an empty slot.
+func tagOf(epoch int64) uint64 { return uint64(epoch%255) + 1 }
+
+// now returns the window of the present, advancing it when time has.
+func (s *Set) now() *window {
+	w := s.win.Load()
+	if e := s.epoch(s.o.Now()); e > w.cur {
+		return s.retire(e)
+	}
+	return w
+}
+
+// retire moves the window to epoch cur: the buckets that fell out of the
+// horizon (or under the eviction floor) are no longer live, their counts
+// dropped from the entries.
+func (s *Set) retire(cur int64) *window {
+	s.clock.Lock()
+	defer s.clock.Unlock()
+	w := s.win.Load()
+	if cur <= w.cur {
+		return w // another caller moved it on already
+	}
+	lo := max(w.lo, cur-int64(s.o.Buckets))
+	return s.setWindow(w, lo, cur)
+}
+
+// setWindow stores the window [lo, cur], retiring the counts of the
+// buckets that leave it. Called with s.clock held.
+func (s *Set) setWindow(old *window, lo, cur int64) *window {
+	w := &window{lo: lo, cur: cur}
+	for e := lo; e <= cur; e++ {
+		w.live[tagOf(e)] = true
+	}
+	for e := old.lo; e <= old.cur && e < lo; e++ {
+		s.entries.Add(-s.counts[tagOf(e)].Swap(0))
+	}
+	s.win.Store(w)
+	return w
 }
 
 // Verdict is what Check says of one fingerprint.
@@ -148,14 +184,15 @@ type Claim struct {
 func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 	out = out[:0]
 	c := &Claim{done: make(chan struct{})}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expireLocked()
+	w := s.now()
 	for _, fp := range fps {
+		sh := &s.shards[uint8(fp)]
+		sh.mu.Lock()
+		sh.sweepIfStale(w)
 		v := Fresh
-		if s.seenLocked(fp) {
+		if found, _ := sh.find(fp, w); found {
 			v = Duplicate
-		} else if other, ok := s.pending[fp]; ok {
+		} else if other, ok := sh.pending[fp]; ok {
 			if other == c {
 				v = Duplicate
 			} else {
@@ -163,74 +200,89 @@ func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 				c.waits = append(c.waits, other)
 			}
 		} else {
-			s.pending[fp] = c
+			if sh.pending == nil {
+				sh.pending = make(map[uint64]*Claim)
+			}
+			sh.pending[fp] = c
 			c.fps = append(c.fps, fp)
 		}
+		sh.mu.Unlock()
 		out = append(out, v)
 	}
 	return c, out
 }
 
-func (s *Set) seenLocked(fp uint64) bool {
-	for i := len(s.buckets) - 1; i >= 0; i-- {
-		if s.buckets[i].has(fp) {
-			return true
-		}
-	}
-	return false
-}
-
 // Settle records the claim's outcome: committed ids are remembered, the
 // ids of a failed commit are released so that a retry counts them as new.
 func (s *Set) Settle(c *Claim, committed bool) {
-	s.mu.Lock()
-	for _, fp := range c.fps {
-		if s.pending[fp] == c {
-			delete(s.pending, fp)
-		}
-	}
-	if committed {
-		s.addLocked(s.o.Now(), c.fps)
-	}
-	s.mu.Unlock()
+	s.settle(c, func(uint64) bool { return committed })
 	c.ok = committed
 	close(c.done)
 }
 
 // SettleEach is Settle with the outcome of each fingerprint of the claim:
 // a request whose rows went to several shards may have committed some and
-// not others. committed is called before the set is locked, so it may
+// not others. committed is called before any shard is locked, so it may
 // block (to learn an outcome that was unknown). The claim's waiters see it
 // failed if any of its ids failed: they resend, and the committed ones are
 // duplicates then.
 func (s *Set) SettleEach(c *Claim, committed func(fp uint64) bool) {
-	ok := make([]bool, len(c.fps))
+	ok := make(map[uint64]bool, len(c.fps))
 	all := true
-	for i, fp := range c.fps {
-		ok[i] = committed(fp)
-		all = all && ok[i]
-	}
-	now := s.o.Now()
-	s.mu.Lock()
 	for _, fp := range c.fps {
-		if s.pending[fp] == c {
-			delete(s.pending, fp)
-		}
+		ok[fp] = committed(fp)
+		all = all && ok[fp]
 	}
-	if all {
-		s.addLocked(now, c.fps)
-	} else {
-		var landed []uint64
-		for i, fp := range c.fps {
-			if ok[i] {
-				landed = append(landed, fp)
-			}
-		}
-		s.addLocked(now, landed)
-	}
-	s.mu.Unlock()
+	s.settle(c, func(fp uint64) bool { return ok[fp] })
 	c.ok = all
 	close(c.done)
+}
+
+// settle releases the claim's ids and remembers those keep says committed.
+func (s *Set) settle(c *Claim, keep func(uint64) bool) {
+	w := s.now()
+	tag := tagOf(w.cur)
+	added := int64(0)
+	for _, fp := range c.fps {
+		sh := &s.shards[uint8(fp)]
+		sh.mu.Lock()
+		if sh.pending[fp] == c {
+			delete(sh.pending, fp)
+		}
+		if keep(fp) && sh.insert(fp, tag, w) {
+			added++
+		}
+		sh.mu.Unlock()
+	}
+	s.added(tag, added)
+}
+
+// added counts n new ids of the bucket tagged tag, evicting the oldest
+// buckets while the set holds more than MaxEntries.
+func (s *Set) added(tag uint64, n int64) {
+	if n == 0 {
+		return
+	}
+	s.counts[tag].Add(n)
+	if s.entries.Add(n); !s.win.Load().live[tag] {
+		// The bucket expired while these went in: its count was retired
+		// without them.
+		s.counts[tag].Add(-n)
+		s.entries.Add(-n)
+		return
+	}
+	if s.entries.Load() <= int64(s.o.MaxEntries) {
+		return
+	}
+	s.clock.Lock()
+	defer s.clock.Unlock()
+	w := s.win.Load()
+	lo := w.lo
+	for s.entries.Load() > int64(s.o.MaxEntries) && lo < w.cur {
+		s.evicted.Add(s.counts[tagOf(lo)].Load())
+		lo++
+		w = s.setWindow(w, lo, w.cur)
+	}
 }
 
 // Release lets go of fps held by c before it settles: ids that another
@@ -241,13 +293,14 @@ func (s *Set) Release(c *Claim, fps []uint64) {
 		return
 	}
 	drop := make(map[uint64]bool, len(fps))
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, fp := range fps {
 		drop[fp] = true
-		if s.pending[fp] == c {
-			delete(s.pending, fp)
+		sh := &s.shards[uint8(fp)]
+		sh.mu.Lock()
+		if sh.pending[fp] == c {
+			delete(sh.pending, fp)
 		}
+		sh.mu.Unlock()
 	}
 	kept := c.fps[:0]
 	for _, fp := range c.fps {
@@ -272,70 +325,47 @@ func (c *Claim) Wait() bool {
 }
 
 // Add remembers fingerprints accepted at t, e.g. reloaded after a restart.
+// Ids older than the horizon are not kept; a t in the future counts as now.
 func (s *Set) Add(t time.Time, fps ...uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.addLocked(t, fps)
-}
-
-func (s *Set) addLocked(t time.Time, fps []uint64) {
+	w := s.now()
 	if len(fps) == 0 || t.Before(s.o.Now().Add(-s.o.Horizon)) {
 		return
 	}
-	b := s.bucketLocked(t)
+	e := min(s.epoch(t), w.cur)
+	if e < w.lo {
+		return
+	}
+	tag := tagOf(e)
+	added := int64(0)
 	for _, fp := range fps {
-		if b.add(fp) {
-			s.entries++
+		sh := &s.shards[uint8(fp)]
+		sh.mu.Lock()
+		sh.sweepIfStale(w)
+		if sh.insert(fp, tag, w) {
+			added++
 		}
+		sh.mu.Unlock()
 	}
-	for s.entries > s.o.MaxEntries && len(s.buckets) > 1 {
-		s.evicted.Add(int64(s.buckets[0].n))
-		s.dropOldestLocked()
-	}
-}
-
-// bucketLocked finds or makes the bucket of t, keeping buckets ordered.
-func (s *Set) bucketLocked(t time.Time) *bucket {
-	start := t.Truncate(s.width)
-	i := len(s.buckets)
-	for i > 0 && s.buckets[i-1].start.After(start) {
-		i--
-	}
-	if i > 0 && s.buckets[i-1].start.Equal(start) {
-		return s.buckets[i-1]
-	}
-	b := &bucket{start: start}
-	if i == len(s.buckets) && i > 0 {
-		s.buckets[i-1].freeze()
-	}
-	s.buckets = append(s.buckets, nil)
-	copy(s.buckets[i+1:], s.buckets[i:])
-	s.buckets[i] = b
-	return b
-}
-
-func (s *Set) dropOldestLocked() {
-	s.entries -= s.buckets[0].n
-	s.buckets[0] = nil
-	s.buckets = s.buckets[1:]
-}
-
-// expireLocked forgets the buckets wholly older than the horizon.
-func (s *Set) expireLocked() {
-	cutoff := s.o.Now().Add(-s.o.Horizon)
-	for len(s.buckets) > 0 && !s.buckets[0].start.Add(s.width).After(cutoff) {
-		s.dropOldestLocked()
-	}
+	s.added(tag, added)
 }
 
 // Stats returns the current size and reach of the set.
 func (s *Set) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expireLocked()
-	st := Stats{Entries: int64(s.entries), Pending: int64(len(s.pending)), Evicted: s.evicted.Load(), HorizonSeconds: s.o.Horizon.Seconds()}
-	if s.evicted.Load() > 0 && len(s.buckets) > 0 {
-		st.HorizonSeconds = min(s.o.Now().Sub(s.buckets[0].start), s.o.Horizon).Seconds()
+	w := s.now()
+	st := Stats{Entries: s.entries.Load(), Evicted: s.evicted.Load(), HorizonSeconds: s.o.Horizon.Seconds()}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		st.Pending += int64(len(sh.pending))
+		sh.mu.Unlock()
+	}
+	if st.Evicted > 0 {
+		oldest := w.lo
+		for oldest < w.cur && s.counts[tagOf(oldest)].Load() == 0 {
+			oldest++
+		}
+		start := time.Unix(0, oldest*int64(s.width))
+		st.HorizonSeconds = min(s.o.Now().Sub(start), s.o.Horizon).Seconds()
 	}
 	return st
 }

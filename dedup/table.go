@@ -1,56 +1,123 @@
 package dedup
 
-import "math/bits"
+import (
+	"math/bits"
+	"sync"
+)
 
-// table is an immutable open-addressing set of fingerprints at a load of
-// 0.8: about 10 bytes an id, against about 36 for a Go map. Closed buckets
-// are frozen into one, since only the current bucket still grows.
-type table struct {
-	slots []uint64 // 0 is empty; fingerprint 0 is stored as 1
+// shard is one part of the set: an open-addressing table (linear probing)
+// of the fingerprints whose low byte is the shard's number, and the ids of
+// its requests not yet settled. A slot is 0 when empty, else the
+// fingerprint with its low byte replaced by its bucket's tag; a slot whose
+// tag is not live is dead: lookups pass over it, inserts reuse it, and a
+// rebuild drops it.
+type shard struct {
+	mu      sync.Mutex
+	slots   []uint64
+	used    int   // slots not empty, live or dead
+	swept   int64 // epoch of the last rebuild
+	pending map[uint64]*Claim
+	_       [64]byte // one cache line apart from the next shard's lock
 }
 
-func freeze(ids map[uint64]struct{}) table {
-	t := table{slots: make([]uint64, len(ids)*5/4+1)}
-	for fp := range ids {
-		fp = nonZero(fp)
-		i := t.home(fp)
-		for t.slots[i] != 0 {
-			if i++; i == len(t.slots) {
-				i = 0
-			}
-		}
-		t.slots[i] = fp
-	}
-	return t
-}
+// Loads of the table: rebuilt when used passes maxLoad, to targetLoad of
+// its live ids, so it holds 8/0.88 = 9.1 to 8/0.78 = 10.3 bytes an id
+// (dead slots aside) and a new id's probe sequence stays short.
+const (
+	maxLoadNum, maxLoadDen = 22, 25 // 0.88
+	targetNum, targetDen   = 39, 50 // 0.78
+	minSlots               = 16
+)
 
-func nonZero(fp uint64) uint64 {
-	if fp == 0 {
-		return 1
-	}
-	return fp
-}
-
-// home maps fp onto [0, len) without a division (Lemire's fast range).
-func (t table) home(fp uint64) int {
-	hi, _ := bits.Mul64(fp, uint64(len(t.slots)))
+// home maps a fingerprint onto [0, n) without a division (Lemire's fast
+// range), from the bits a slot keeps: its low byte is the shard's, or the
+// tag once stored.
+func home(fp uint64, n int) int {
+	hi, _ := bits.Mul64(fp&^0xff, uint64(n))
 	return int(hi)
 }
 
-func (t table) has(fp uint64) bool {
-	if len(t.slots) == 0 {
-		return false
+// find looks fp up: found when a live slot holds it, else free is where it
+// would go (the first dead or empty slot of its sequence; -1 for none).
+func (sh *shard) find(fp uint64, w *window) (found bool, free int) {
+	free = -1
+	n := len(sh.slots)
+	if n == 0 {
+		return false, -1
 	}
-	fp = nonZero(fp)
-	for i := t.home(fp); ; {
-		switch t.slots[i] {
-		case fp:
-			return true
-		case 0:
-			return false
+	key := fp >> 8
+	for i := home(fp, n); ; {
+		v := sh.slots[i]
+		if v == 0 {
+			if free < 0 {
+				free = i
+			}
+			return false, free
 		}
-		if i++; i == len(t.slots) {
+		live := w.live[uint8(v)]
+		if live && v>>8 == key {
+			return true, i
+		}
+		if !live && free < 0 {
+			free = i
+		}
+		if i++; i == n {
 			i = 0
 		}
 	}
+}
+
+// insert remembers fp in the bucket tagged tag unless a live slot has it;
+// it reports whether fp is new.
+func (sh *shard) insert(fp, tag uint64, w *window) bool {
+	found, free := sh.find(fp, w)
+	if found {
+		return false
+	}
+	if free < 0 || sh.slots[free] == 0 && (sh.used+1)*maxLoadDen > len(sh.slots)*maxLoadNum {
+		sh.rebuild(w, 1)
+		_, free = sh.find(fp, w)
+	}
+	if sh.slots[free] == 0 {
+		sh.used++
+	}
+	sh.slots[free] = fp&^0xff | tag
+	return true
+}
+
+// sweepIfStale rebuilds a shard not rebuilt for so long that a dead slot's
+// tag could come round to a live bucket's.
+func (sh *shard) sweepIfStale(w *window) {
+	if w.cur-sh.swept > int64(254-MaxBuckets) {
+		sh.rebuild(w, 0)
+	}
+}
+
+// rebuild copies the live slots into a table sized for them and extra more
+// at targetLoad, dropping the dead ones.
+func (sh *shard) rebuild(w *window, extra int) {
+	live := extra
+	for _, v := range sh.slots {
+		if v != 0 && w.live[uint8(v)] {
+			live++
+		}
+	}
+	old := sh.slots
+	sh.slots = make([]uint64, max(minSlots, live*targetDen/targetNum+1))
+	sh.used = 0
+	n := len(sh.slots)
+	for _, v := range old {
+		if v == 0 || !w.live[uint8(v)] {
+			continue
+		}
+		i := home(v, n)
+		for sh.slots[i] != 0 {
+			if i++; i == n {
+				i = 0
+			}
+		}
+		sh.slots[i] = v
+		sh.used++
+	}
+	sh.swept = w.cur
 }

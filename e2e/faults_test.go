@@ -985,8 +985,8 @@ func TestFaultOverload(t *testing.T) {
 	rd := testenv.Redis(t)
 	// The budget cannot go below one request's own limits (body plus
 	// inflated body: 16 + 32 MiB by default), so 48 is the smallest that
-	// holds as given. The dedup set grows with the ids accepted (36 bytes
-	// each at most, dedup.Options), not with the load offered: a short
+	// holds as given. The dedup set grows with the ids accepted (about 11
+	// bytes each, dedup.Options), not with the load offered: a short
 	// horizon keeps it from dominating a minute at full speed, and is long
 	// enough for the resends below, which come within seconds.
 	const budgetMiB = 48
