@@ -184,10 +184,14 @@ type Claim struct {
 func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 	out = out[:0]
 	c := &Claim{done: make(chan struct{})}
-	w := s.now()
+	s.now()
 	for _, fp := range fps {
 		sh := &s.shards[uint8(fp)]
 		sh.mu.Lock()
+		// The window as of now, under the lock: one loaded before it
+		// could predate the bucket another request just settled this id
+		// in, and take its slot for dead.
+		w := s.win.Load()
 		sh.sweepIfStale(w)
 		v := Fresh
 		if found, _ := sh.find(fp, w); found {
@@ -240,12 +244,17 @@ func (s *Set) SettleEach(c *Claim, committed func(fp uint64) bool) {
 
 // settle releases the claim's ids and remembers those keep says committed.
 func (s *Set) settle(c *Claim, keep func(uint64) bool) {
-	w := s.now()
-	tag := tagOf(w.cur)
+	s.now()
+	var tag uint64
 	added := int64(0)
 	for _, fp := range c.fps {
 		sh := &s.shards[uint8(fp)]
 		sh.mu.Lock()
+		w := s.win.Load() // see Check
+		if t := tagOf(w.cur); t != tag {
+			s.added(tag, added)
+			tag, added = t, 0
+		}
 		if sh.pending[fp] == c {
 			delete(sh.pending, fp)
 		}
@@ -340,6 +349,7 @@ func (s *Set) Add(t time.Time, fps ...uint64) {
 	for _, fp := range fps {
 		sh := &s.shards[uint8(fp)]
 		sh.mu.Lock()
+		w := s.win.Load() // see Check
 		sh.sweepIfStale(w)
 		if sh.insert(fp, tag, w) {
 			added++

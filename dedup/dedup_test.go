@@ -278,3 +278,42 @@ func TestSettleEach(t *testing.T) {
 		}
 	}
 }
+
+// An id settled in a newer bucket than the window a concurrent Check
+// started with is still a duplicate to that Check: the clock moves 10 s on
+// every call (buckets of 28 s), and two requesters send the same new ids,
+// so Checks and Settles keep straddling bucket boundaries.
+func TestWindowMovesDuringCheck(t *testing.T) {
+	var ticks atomic.Int64
+	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	s := New(Options{Horizon: 10 * time.Hour, Buckets: 128, Now: func() time.Time {
+		return start.Add(time.Duration(ticks.Add(1)) * 10 * time.Second)
+	}})
+	const rounds, size = 300, 500
+	var fresh atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids := make([]uint64, size)
+			for r := range rounds {
+				for i := range ids {
+					ids[i] = Fingerprint(strconv.Itoa(r*size + i))
+				}
+				c, v := s.Check(ids, nil)
+				for _, x := range v {
+					if x == Fresh {
+						fresh.Add(1)
+					}
+				}
+				s.Settle(c, true)
+				c.Wait()
+			}
+		}()
+	}
+	wg.Wait()
+	if fresh.Load() != rounds*size {
+		t.Fatalf("%d fresh verdicts for %d ids: a settled id was taken for new", fresh.Load(), rounds*size)
+	}
+}
