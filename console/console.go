@@ -19,9 +19,11 @@ var static embed.FS
 // Path is where the dashboard is served; "/" redirects there.
 const Path = "/dashboard"
 
-// CSP is the dashboard's Content-Security-Policy: its own files only, and
-// fetches to its own origin (the API). uPlot sizes its elements through
-// the CSSOM (element.style), which style-src does not govern.
+// CSP is the Content-Security-Policy of the pages clickagg serves (this
+// dashboard and Swagger UI at /docs): their own files only, and fetches to
+// their own origin (the API). uPlot and Swagger UI set styles through the
+// CSSOM (element.style), which style-src does not govern; data: images are
+// Swagger UI's icons.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 

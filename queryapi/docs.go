@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	_ "embed"
-	"encoding/json"
-	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/clickagg/clickagg/console"
 )
 
 // openAPISpec is the API's OpenAPI 3.0 document, served at GET /openapi.json
@@ -40,15 +40,6 @@ var (
 	swaggerUIBundleLicenses []byte
 )
 
-// docsCSP is the page's Content-Security-Policy: its scripts, style sheet,
-// images and API calls all come from this server, nothing inline runs.
-// Swagger UI sets its inline styles through the DOM's style properties,
-// which style-src does not govern, so it needs no 'unsafe-inline'; its
-// icons are data: URLs in swagger-ui.css.
-const docsCSP = "default-src 'none'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data:; connect-src 'self'; " +
-	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
 // registerDocs adds GET /openapi.json (the embedded document), GET /docs
 // (Swagger UI on it) and the page's files under /docs/.
 func registerDocs(app *fiber.App) {
@@ -58,7 +49,7 @@ func registerDocs(app *fiber.App) {
 	})
 	app.Get("/docs", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-		c.Set(fiber.HeaderContentSecurityPolicy, docsCSP)
+		c.Set(fiber.HeaderContentSecurityPolicy, console.CSP) // the dashboard's: Swagger UI needs nothing more
 		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 		c.Set(fiber.HeaderCacheControl, "no-cache")
 		return c.Send(docsHTML)
@@ -105,25 +96,4 @@ func gzipped(b []byte) []byte {
 	zw.Write(b)                                              // a bytes.Buffer takes everything
 	zw.Close()
 	return buf.Bytes()
-}
-
-// SpecPaths returns every path of the embedded OpenAPI document with its
-// methods in upper case ("GET", "POST"), for tests that compare the document
-// with the registered routes.
-func SpecPaths() (map[string][]string, error) {
-	var doc struct {
-		Paths map[string]map[string]json.RawMessage `json:"paths"`
-	}
-	if err := json.Unmarshal(openAPISpec, &doc); err != nil {
-		return nil, fmt.Errorf("openapi document: %w", err)
-	}
-	out := make(map[string][]string, len(doc.Paths))
-	for path, item := range doc.Paths {
-		for _, m := range []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"} {
-			if _, ok := item[m]; ok {
-				out[path] = append(out[path], strings.ToUpper(m))
-			}
-		}
-	}
-	return out, nil
 }

@@ -407,12 +407,21 @@ async function fillChoices() {
   fillSelect("#f-device", enumOf("DeviceValue").length ? enumOf("DeviceValue") : enumOf("Device"));
 }
 
+// The list changes slowly: asked again when the view changes or a minute
+// has passed, not on every refresh.
+let countriesFor = "", countriesAt = 0;
+
 async function fillCountries(gen) {
-  const res = await api("/v1/metrics", { ...rangeParams(), ...filterParams("country"), group_by: "country" });
+  const p = { ...rangeParams(), ...filterParams("country"), group_by: "country" };
+  const key = new URLSearchParams(p).toString();
+  if (key === countriesFor && Date.now() - countriesAt < 60e3) return;
+  const res = await api("/v1/metrics", p);
   if (gen !== generation) return;
   const list = res.rows.sort((a, b) => b.impressions - a.impressions).map((r) => r.country);
   if (view.country && !list.includes(view.country)) list.push(view.country);
   fillSelect("#f-country", list);
+  countriesFor = key;
+  countriesAt = Date.now();
 }
 
 function fillSelect(sel, values) {
