@@ -187,10 +187,14 @@ type TopAd struct {
 
 // TopResult answers a TopQuery, best first, ties broken by ad id.
 type TopResult struct {
-	Range  Range       `json:"range"`
-	Ads    []TopAd     `json:"ads"`
-	Plan   []PlanPiece `json:"plan,omitempty"`
-	Cached bool        `json:"-"`
+	Range Range       `json:"range"`
+	Ads   []TopAd     `json:"ads"`
+	Plan  []PlanPiece `json:"plan,omitempty"`
+	// Sketches: the candidates came from the topK sketches (approx, where
+	// the server keeps them and they cover the range); else every ad was
+	// ranked exactly.
+	Sketches bool `json:"sketches"`
+	Cached   bool `json:"-"`
 }
 
 // Key is a canonical text of the query for cache keys: equal questions have

@@ -347,8 +347,8 @@ func selectSQL(ps []piece, sel []clickagg.Dimension, f clickagg.Filter, cond str
 
 func alias(i int) string { return fmt.Sprintf("d%02d", i) }
 
-// coverage is when each rollup became complete, read from the rollups
-// table and kept a minute.
+// coverage is when each rollup (and the sketches) became complete, read
+// from the rollups table and kept a minute.
 type coverage struct {
 	mu   sync.Mutex
 	at   time.Time

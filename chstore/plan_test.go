@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg"
-	"github.com/clickagg/clickagg/chclient"
 	"github.com/clickagg/clickagg/chstore"
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
@@ -49,11 +48,7 @@ func TestPlansAgree(t *testing.T) {
 	testenv.Insert(t, db, &rows)
 
 	ctx := context.Background()
-	conn, err := chclient.OpenNative(ctx, db.Options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := connect(t, db)
 	want := chstore.New(conn, chstore.Options{NoRollups: true})
 	full := chstore.New(conn, chstore.Options{})
 	partial := chstore.New(conn, chstore.Options{})

@@ -21,6 +21,9 @@ import (
 // top-N ranks among at most this many candidate ads.
 const TopKCapacity = 1000
 
+// sketchTable holds the per-minute topK sketches (schema.Sketches).
+const sketchTable = "top_ads_minute"
+
 // Options configures a Store. The zero value works.
 type Options struct {
 	QueryTimeout time.Duration // bound of one question; default 10 s
@@ -271,8 +274,9 @@ func (s *Store) Series(ctx context.Context, q clickagg.SeriesQuery) (*clickagg.S
 // not ranked. Exact mode ranks every ad of the cube. Approx mode ranks only
 // the candidates named by the per-minute topK sketches of top_ads_minute
 // (each minute's top n ads of its sketch of 1000, fewer over long ranges:
-// perMinute; 10 on 18.16 once parts merge), by their exact sums: it equals
-// exact whenever every true top-n ad is among some minute's candidates.
+// perMinute), by their exact sums: it equals exact whenever every true
+// top-n ad is among some minute's candidates. Where the sketches do not
+// cover the range (sketchesCover) approx is ranked exactly.
 func (s *Store) TopAds(ctx context.Context, q clickagg.TopQuery) (*clickagg.TopResult, error) {
 	by, ok := metricAlias[q.Metric]
 	if !ok {
@@ -285,7 +289,7 @@ func (s *Store) TopAds(ctx context.Context, q clickagg.TopQuery) (*clickagg.TopR
 		if err != nil {
 			return nil, err
 		}
-		if !s.sketchSlower(ctx) {
+		if s.sketchesCover(ctx, q.Range) {
 			cond, condArgs = " AND ad_id IN ("+sub+")", subArgs
 		}
 	}
@@ -295,7 +299,7 @@ func (s *Store) TopAds(ctx context.Context, q clickagg.TopQuery) (*clickagg.TopR
 	sql, args := selectSQL(ps, groupBy, f, cond, condArgs,
 		" GROUP BY d00 HAVING "+by+" > 0 ORDER BY "+by+" DESC, d00 ASC LIMIT ?")
 	args = append(args, q.N)
-	res := &clickagg.TopResult{Range: q.Range, Ads: []clickagg.TopAd{}, Plan: report(ps)}
+	res := &clickagg.TopResult{Range: q.Range, Ads: []clickagg.TopAd{}, Plan: report(ps), Sketches: cond != ""}
 	var ad clickagg.TopAd
 	err := s.query(ctx, sql, args, func(rows driver.Rows) error {
 		if err := rows.Scan(&ad.AdID, &ad.Impressions, &ad.Clicks, &ad.Conversions, &ad.SpendMicros); err != nil {
@@ -334,7 +338,7 @@ func candidates(q clickagg.TopQuery) (string, []any, error) {
 	if q.N > TopKCapacity {
 		return "", nil, &clickagg.ParamError{Param: "n", Message: fmt.Sprintf("approx ranks at most %d ads", TopKCapacity)}
 	}
-	sub := "SELECT DISTINCT arrayJoin(arraySlice(finalizeAggregation(top_ads), 1, ?)) AS candidate FROM top_ads_minute WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND type = ?"
+	sub := "SELECT DISTINCT arrayJoin(arraySlice(finalizeAggregation(top_ads), 1, ?)) AS candidate FROM " + sketchTable + " WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND type = ?"
 	return sub, []any{perMinute(q), q.Range.From.Unix(), q.Range.To.Unix(), typ}, nil
 }
 
@@ -363,6 +367,19 @@ func (s *Store) sketchSlower(ctx context.Context) bool {
 		s.sketchLoses = err == nil && !v.AtLeast(19, 0)
 	})
 	return s.sketchLoses
+}
+
+// sketchesCover reports whether approx mode may take its candidates from
+// the sketches over r: not where that is slower (sketchSlower), and only
+// from when top_ads_minute holds every event (its rollups.complete_from;
+// none where the server keeps no sketch view, and the next hour after a
+// database migrated on 18.16 gets the view on a newer server).
+func (s *Store) sketchesCover(ctx context.Context, r clickagg.Range) bool {
+	if s.sketchSlower(ctx) {
+		return false
+	}
+	from, ok := s.cov.get(ctx, s.conn, s.settings(), s.o.QueryTimeout)[sketchTable]
+	return ok && !r.From.Before(from)
 }
 
 // Ping checks that ClickHouse answers.

@@ -3,10 +3,15 @@ package chstore_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/chclient"
@@ -26,7 +31,6 @@ func TestTopAgainstBruteForce(t *testing.T) {
 	db := testenv.Migrated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	opts := db.Options()
 
 	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	src := generator.New(generator.Options{Seed: 3, Ads: 3000, DuplicateShare: -1, LateShare: -1, BadShare: -1, Start: start, Rate: 200})
@@ -66,12 +70,7 @@ func TestTopAgainstBruteForce(t *testing.T) {
 	}
 	in.Close(ctx)
 
-	conn, err := chclient.OpenNative(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	s := chstore.New(conn, chstore.Options{})
+	s := chstore.New(connect(t, db), chstore.Options{})
 	r := clickagg.Range{From: start, To: start.Add(6 * time.Hour)}
 	for _, tc := range []struct {
 		metric clickagg.Metric
@@ -106,6 +105,17 @@ func TestTopAgainstBruteForce(t *testing.T) {
 	}
 }
 
+// connect opens a connection to db for the test.
+func connect(t *testing.T, db testenv.ClickHouseDB) driver.Conn {
+	t.Helper()
+	conn, err := chclient.OpenNative(context.Background(), db.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // brute ranks ads by count, ties by id, zero counts left out.
 func brute(counts map[string]int64, n int) []string {
 	var ads []string
@@ -132,4 +142,67 @@ func ids(res *clickagg.TopResult, m clickagg.Metric) []string {
 		out = append(out, ad.AdID)
 	}
 	return out
+}
+
+// TestApproxBySketchCoverage: on 18.16 the migrated database has no sketch
+// view and approx equals exact. A store that ranks as on a modern server
+// takes candidates from the sketches only for ranges from their
+// complete_from on: with none noted, or before it, approx equals exact;
+// from it on the sketches (empty here, as where no view fed them) decide.
+func TestApproxBySketchCoverage(t *testing.T) {
+	db := testenv.Migrated(t)
+	if n := testenv.QueryString(t, db, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'top_ads_minute_mv'"); n != "0" {
+		t.Fatal("top_ads_minute_mv on 18.16 after migrate up")
+	}
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(7, 8))
+	var rows ingestor.Rows
+	for i := range 3000 {
+		ev := clickagg.Event{
+			EventID: fmt.Sprintf("e-%d", i),
+			Type:    clickagg.EventType(1 + r.IntN(3)),
+			Time:    start.Add(time.Duration(r.Int64N(int64(3 * time.Hour)))).Truncate(time.Millisecond),
+			AdID:    fmt.Sprintf("ad-%d", r.IntN(1+r.IntN(40))), // skewed to low ids
+		}
+		copy(ev.Country[:], "US")
+		rows.Append(&ev, false)
+	}
+	testenv.Insert(t, db, &rows)
+	ctx := context.Background()
+	conn := connect(t, db)
+
+	whole := clickagg.Range{From: start, To: start.Add(3 * time.Hour)}
+	mid := start.Add(time.Hour)
+	late := clickagg.Range{From: mid, To: whole.To}
+	top := func(s *chstore.Store, rng clickagg.Range, m clickagg.Metric, n int, approx bool) []clickagg.TopAd {
+		t.Helper()
+		res, err := s.TopAds(ctx, clickagg.TopQuery{Range: rng, N: n, Metric: m, Approx: approx})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Ads
+	}
+	onServer := chstore.New(conn, chstore.Options{})
+	modern := chstore.New(conn, chstore.Options{})
+	chstore.PretendModern(modern)
+	for _, m := range []clickagg.Metric{clickagg.MetricImpressions, clickagg.MetricClicks, clickagg.MetricConversions} {
+		for _, n := range []int{1, 5, 100} {
+			exact := top(onServer, whole, m, n, false)
+			if len(exact) == 0 {
+				t.Fatalf("%s top %d: no ads", m, n)
+			}
+			for name, s := range map[string]*chstore.Store{"18.16": onServer, "modern, none noted": modern} {
+				if got := top(s, whole, m, n, true); !reflect.DeepEqual(got, exact) {
+					t.Errorf("%s: approx %s top %d differs from exact:\n got %v\nwant %v", name, m, n, got, exact)
+				}
+			}
+		}
+	}
+	chstore.SetCompleteFrom(modern, map[string]time.Time{"top_ads_minute": mid})
+	if got, want := top(modern, whole, clickagg.MetricClicks, 10, true), top(onServer, whole, clickagg.MetricClicks, 10, false); !reflect.DeepEqual(got, want) {
+		t.Errorf("modern, a range from before complete_from: approx differs from exact:\n got %v\nwant %v", got, want)
+	}
+	if got := top(modern, late, clickagg.MetricClicks, 10, true); len(got) != 0 {
+		t.Errorf("modern, a range from complete_from on: approx %v, want the empty sketches' none (the sketches were not read)", got)
+	}
 }

@@ -291,7 +291,9 @@ func TestTop(t *testing.T) {
 			{"metric=clicks&window=5m", ""}, // 10:06-10:10 holds no click: ads without any are not ranked
 		} {
 			status, m := e.get(t, "/v1/ads/top?mode="+mode+"&"+tc.query)
-			if status != 200 || m["mode"] != mode {
+			// Sketches are never read for exact, nor for approx where the
+			// server keeps none (18.16: chstore's tests cover both).
+			if sk, ok := m["sketches"].(bool); status != 200 || m["mode"] != mode || !ok || mode == "exact" && sk {
 				t.Errorf("%s %s: %d %v", mode, tc.query, status, m)
 				continue
 			}

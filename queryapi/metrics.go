@@ -216,7 +216,7 @@ func (a *api) top(c *fiber.Ctx) error {
 	for i, ad := range res.Ads {
 		ads[i] = ranked{i + 1, ad.AdID, withRatios(ad.Counts)}
 	}
-	return c.JSON(withPlan(fiber.Map{"from": r.From, "to": r.To, "metric": metric, "mode": mode, "n": n, "ads": ads, "cached": res.Cached}, res.Plan))
+	return c.JSON(withPlan(fiber.Map{"from": r.From, "to": r.To, "metric": metric, "mode": mode, "sketches": res.Sketches, "n": n, "ads": ads, "cached": res.Cached}, res.Plan))
 }
 
 // errorStatus maps errors to answers: a ParamError is the caller's 400, a

@@ -72,6 +72,7 @@ func clusterAdder(t *testing.T, db testenv.ClusterDB) func(*ingestor.Rows) {
 // rebuilds the sketches on every node.
 func TestCluster(t *testing.T) {
 	db := testenv.MigratedCluster(t)
+	keepSketches(t, db.Options())
 	loadCluster(t, db)
 	first := db.Node(db.Cluster.Nodes[0])
 	conn, err := chclient.OpenNative(context.Background(), db.Options())

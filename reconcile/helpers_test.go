@@ -15,6 +15,7 @@ import (
 	"github.com/clickagg/clickagg/ingestor"
 	"github.com/clickagg/clickagg/internal/testenv"
 	"github.com/clickagg/clickagg/reconcile"
+	"github.com/clickagg/clickagg/schema"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -262,6 +263,21 @@ func open(t *testing.T, db testenv.ClickHouseDB, o reconcile.Options) *reconcile
 	}
 	t.Cleanup(func() { conn.Close() })
 	return reconcile.New(conn, o)
+}
+
+// keepSketches gives o's database the sketch view of a server from 19 on
+// (18.16 keeps none), so that replay rebuilds the sketches as it does there.
+func keepSketches(t *testing.T, o chclient.Options) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := chclient.OpenNative(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := schema.CreateSketchView(ctx, conn, schema.Target{Cluster: o.Cluster, Database: o.Database}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mutate runs an ALTER ... DELETE and waits for it: mutations run in the

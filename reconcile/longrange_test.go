@@ -75,6 +75,7 @@ func argTime(t *testing.T, a any) time.Time {
 // running again.
 func TestLongRange(t *testing.T) {
 	db := testenv.Migrated(t)
+	keepSketches(t, db.Options())
 	const days = 101
 	first := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 	rng := clickagg.Range{From: first, To: first.AddDate(0, 0, days)}

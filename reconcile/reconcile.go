@@ -134,9 +134,10 @@ func (r *Reconciler) Run(ctx context.Context, rng clickagg.Range, fix bool) (Rep
 
 // Replay rebuilds rng from raw events: the corrections of Run with fix for
 // the summing tables (which also fills a table created after the events
-// arrived, and a rollup complete only from inside rng is then recorded
-// complete from rng's start), and top_ads_minute rebuilt for every UTC day
-// rng touches. It is idempotent: a second Replay changes nothing.
+// arrived), and top_ads_minute rebuilt for every UTC day rng touches where
+// the server keeps it (schema.Sketches); then a rollup, or the sketches,
+// complete only from inside rng is recorded complete from rng's start. It
+// is idempotent: a second Replay changes nothing.
 //
 // The sketches are rebuilt by dropping the day's partition and inserting
 // the day again from events. Events committed for that day between the two
@@ -147,13 +148,13 @@ func (r *Reconciler) Replay(ctx context.Context, rng clickagg.Range) (Report, er
 	rep := Report{Range: rng, StartedAt: time.Now().UTC(), Tables: []TableReport{}}
 	wrote, err := r.compareAll(ctx, &rep, true)
 	if err == nil {
-		// The rollups hold every event of rng now: those complete from
-		// inside it are complete from its start.
-		err = schema.ExtendRollups(ctx, r.conn, rng.From, rng.To)
-	}
-	if err == nil {
 		err = r.rebuildTopAds(ctx, &rep)
 		wrote = true // even a failed rebuild may have dropped a day
+	}
+	if err == nil {
+		// The rollups and sketches hold every event of rng now: those
+		// complete from inside it are complete from its start.
+		err = schema.ExtendRollups(ctx, r.conn, rng.From, rng.To)
 	}
 	changed := rng
 	if days := touchedDays(rng); len(days) > 0 {
@@ -332,9 +333,17 @@ func (sd side) String() string {
 
 // rebuildTopAds refills top_ads_minute for every day rep.Range touches,
 // one day at a time so that each day's gap between drop and insert is
-// short.
+// short; nothing where no view keeps the table (servers before 19).
 func (r *Reconciler) rebuildTopAds(ctx context.Context, rep *Report) error {
 	rep.Rebuilt = []string{}
+	kept, err := schema.Exists(ctx, r.conn, schema.SketchView)
+	if err != nil {
+		return err
+	}
+	if !kept {
+		rep.NoSketches = true
+		return nil
+	}
 	for _, d := range touchedDays(rep.Range) {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(undeduplicated(ctx), r.o.QueryTimeout)

@@ -19,7 +19,10 @@ type Report struct {
 	Fixed   bool          `json:"fixed"`
 	Tables  []TableReport `json:"tables"`
 	Rebuilt []string      `json:"rebuilt,omitempty"` // Replay: the days (YYYY-MM-DD) whose top_ads_minute was rebuilt
-	Err     string        `json:"err,omitempty"`
+	// NoSketches: Replay found no top_ads_minute_mv (servers before 19
+	// keep no sketches), so it rebuilt none.
+	NoSketches bool   `json:"no_sketches,omitempty"`
+	Err        string `json:"err,omitempty"`
 }
 
 // rangeJSON is a range as the API writes ranges.

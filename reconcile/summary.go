@@ -42,6 +42,9 @@ func (r *Report) WriteSummary(w io.Writer, maxRows int) error {
 	if len(r.Rebuilt) > 0 {
 		fmt.Fprintf(&b, "top_ads_minute: rebuilt %s\n", strings.Join(r.Rebuilt, ", "))
 	}
+	if r.NoSketches {
+		b.WriteString("top_ads_minute: not rebuilt, not kept on this server (no top_ads_minute_mv)\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

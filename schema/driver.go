@@ -33,6 +33,7 @@ type Driver struct {
 	target Target
 	owned  bool // Close closes conn
 	locked atomic.Bool
+	server *chclient.Version // serverVersion's answer
 }
 
 // WithConn returns a driver on an open connection (closed by Close) to
@@ -111,29 +112,63 @@ func (d *Driver) Unlock() error {
 }
 
 // Run implements database.Driver: one statement per migration file, since
-// ClickHouse refuses multi-statement requests, rendered for the target
-// (Render: on a cluster one statement may become two).
+// ClickHouse refuses multi-statement requests, run only where its guard
+// holds (guard.go) and rendered for the target (Render: on a cluster one
+// statement may become two).
 func (d *Driver) Run(migration io.Reader) error {
 	b, err := io.ReadAll(migration)
 	if err != nil {
 		return fmt.Errorf("read migration: %w", err)
 	}
-	if strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(string(b)), ";")) == "" {
+	g, stmt, err := splitGuard(string(b))
+	if err != nil {
+		return database.Error{OrigErr: err, Err: "migration guard not read", Query: b}
+	}
+	if g != nil {
+		v, err := d.serverVersion()
+		if err != nil {
+			return database.Error{OrigErr: err, Err: "migration guard not checked", Query: b}
+		}
+		if !g.holds(v) {
+			return nil
+		}
+	}
+	return apply(context.Background(), d.conn, stmt, d.target)
+}
+
+// apply renders one migration statement for t and runs it.
+func apply(ctx context.Context, conn driver.Conn, stmt string, t Target) error {
+	if strings.TrimSpace(strings.TrimSuffix(stmt, ";")) == "" {
 		return nil
 	}
-	stmts, err := Render(string(b), d.target)
+	stmts, err := Render(stmt, t)
 	if err != nil {
-		return database.Error{OrigErr: err, Err: "migration not rendered", Query: b}
+		return database.Error{OrigErr: err, Err: "migration not rendered", Query: []byte(stmt)}
 	}
 	for _, q := range stmts {
-		ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
-		err := d.conn.Exec(ctx, q)
+		ctx, cancel := context.WithTimeout(ctx, statementTimeout)
+		err := conn.Exec(ctx, q)
 		cancel()
 		if err != nil {
 			return database.Error{OrigErr: err, Err: "migration failed", Query: []byte(q)}
 		}
 	}
 	return nil
+}
+
+// serverVersion is the server's version, asked once (guards are checked
+// against the node migrated through; a cluster's nodes run one version).
+func (d *Driver) serverVersion() (chclient.Version, error) {
+	if d.server == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		v, err := chclient.ServerVersion(ctx, d.conn)
+		if err != nil {
+			return chclient.Version{}, err
+		}
+		d.server = &v
+	}
+	return *d.server, nil
 }
 
 // SetVersion implements database.Driver. It uses INSERT ... SELECT, which

@@ -27,14 +27,16 @@ const RollupsTable = "rollups"
 // keeps hour tables whole.
 const rollupMargin = 6 * time.Minute
 
-// noteRollups gives every rollup that exists and has no row in rollups yet
-// its complete_from: the epoch when events is empty (the view has seen
-// every event), else the hour after now plus rollupMargin (older events
-// may be missing until `clickagg replay` fills them).
-func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
-	names := make([]any, 0, len(Rollups)+1)
-	for _, n := range append([]string{RollupsTable}, Rollups...) {
-		names = append(names, n)
+// noteRollups gives every table of tables whose view exists and that has
+// no row in rollups yet its complete_from: the epoch when events is empty
+// (the view has seen every event), else the hour after now plus
+// rollupMargin (older events may be missing until `clickagg replay` fills
+// them). The view, not the table: the sketches' table stays where a server
+// keeps no view for it (Sketches).
+func noteRollups(ctx context.Context, conn driver.Conn, t Target, tables []string) error {
+	names := []any{RollupsTable}
+	for _, n := range tables {
+		names = append(names, n+viewSuffix)
 	}
 	exist, err := chclient.Strings(ctx, conn, "SELECT name FROM system.tables WHERE database = ? AND name IN ?", t.Database, clickhouse.GroupSet{Value: names})
 	if err != nil {
@@ -47,7 +49,7 @@ func noteRollups(ctx context.Context, conn driver.Conn, t Target) error {
 	if err != nil {
 		return fmt.Errorf("note rollups: %w", err)
 	}
-	missing := slices.DeleteFunc(exist, func(n string) bool { return n == RollupsTable || slices.Contains(noted, n) })
+	missing := slices.DeleteFunc(slices.Clone(tables), func(n string) bool { return !slices.Contains(exist, n+viewSuffix) || slices.Contains(noted, n) })
 	if len(missing) == 0 {
 		return nil
 	}

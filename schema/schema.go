@@ -14,6 +14,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
@@ -67,12 +68,23 @@ func (m *Migrator) Down() error { return ignoreNoChange(m.m.Down()) }
 // Steps applies n migrations up (n > 0) or reverts -n.
 func (m *Migrator) Steps(n int) error { return m.noted(ignoreNoChange(m.m.Steps(n))) }
 
-// noted notes the rollups a migration made, after it succeeded.
+// noted, after a migration succeeded, makes the sketch view again where
+// an older server dropped it and notes the rollups the migrations made
+// (and the sketches, where this server keeps them).
 func (m *Migrator) noted(err error) error {
 	if err != nil {
 		return err
 	}
-	return noteRollups(context.Background(), m.drv.conn, m.drv.target)
+	ctx := context.Background()
+	keeps, err := m.sketchView(ctx)
+	if err != nil {
+		return err
+	}
+	tables := Rollups
+	if keeps {
+		tables = append(slices.Clone(Rollups), Sketches)
+	}
+	return noteRollups(ctx, m.drv.conn, m.drv.target, tables)
 }
 
 // Version returns the applied version (0 when none) and whether a failed

@@ -75,6 +75,23 @@ func TestMigrations(t *testing.T) {
 		}
 	}
 
+	// 18.16 keeps no sketch view (000024); reverting 000024 makes it again.
+	if hasSketchView(t, db) {
+		t.Error("top_ads_minute_mv on 18.16 after up")
+	}
+	if err := m.Steps(-int(latest - 23)); err != nil {
+		t.Fatal("down to 23: ", err)
+	}
+	if !hasSketchView(t, db) {
+		t.Error("no top_ads_minute_mv after reverting 000024")
+	}
+	if err := m.Up(); err != nil {
+		t.Fatal("up from 23: ", err)
+	}
+	if hasSketchView(t, db) {
+		t.Error("top_ads_minute_mv on 18.16 after up from 23")
+	}
+
 	if err := m.Down(); err != nil {
 		t.Fatal("down: ", err)
 	}
@@ -106,7 +123,11 @@ func TestMigrationsAreSingleStatements(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body := stripQuoted(strings.TrimSpace(string(b)))
+		_, _, stmt, err := schema.Guard(string(b), chclient.Version{Major: 18, Minor: 16, Patch: 1})
+		if err != nil {
+			t.Errorf("%s: %v", e.Name(), err)
+		}
+		body := stripQuoted(stmt)
 		if strings.Contains(strings.TrimSuffix(body, ";"), ";") {
 			t.Errorf("%s: more than one statement", e.Name())
 		}
@@ -174,11 +195,18 @@ func TestClusterDDL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stmts, err := schema.Render(string(sql), schema.Target{Cluster: "clickagg", Database: "clickagg"})
+			cond, _, stmt, err := schema.Guard(string(sql), chclient.Version{})
 			if err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			fmt.Fprintf(&b, "-- %s\n%s;\n\n", filepath.Base(f), strings.Join(stmts, ";\n"))
+			stmts, err := schema.Render(stmt, schema.Target{Cluster: "clickagg", Database: "clickagg"})
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if cond != "" {
+				cond = " (only on " + cond + ")"
+			}
+			fmt.Fprintf(&b, "-- %s%s\n%s;\n\n", filepath.Base(f), cond, strings.Join(stmts, ";\n"))
 		}
 	}
 	golden := filepath.Join("testdata", "cluster_ddl.golden")
@@ -281,6 +309,25 @@ func TestMigrationsOnCluster(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("version on %s: %d %v %v, want %d", nodes[3].Node.Name(), v, dirty, err, latest)
+		}
+	}
+	// 18.16 nodes keep no sketch view; migrated on a modern server
+	// (pretended) every node gets it back.
+	if hasSketchView(t, db.Node(nodes[0])) {
+		t.Error("top_ads_minute_mv on an 18.16 cluster")
+	}
+	m3, err := schema.NewMigrator(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m3.Close()
+	schema.PretendVersion(m3, v2408)
+	if err := m3.Up(); err != nil {
+		t.Fatal("up on a modern server: ", err)
+	}
+	for _, n := range nodes {
+		if !hasSketchView(t, db.Node(n)) {
+			t.Errorf("%s: no top_ads_minute_mv after up on a modern server", n.Node.Name())
 		}
 	}
 	if err := m.Down(); err != nil {

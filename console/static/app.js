@@ -253,7 +253,7 @@ async function topAds(gen) {
   const res = await api("/v1/ads/top", { ...rangeParams(), ...filterParams(), n: view.n, metric, mode });
   if (gen !== generation) return;
   if (res.mode !== view.mode && !note) note = "This server answered " + res.mode + ".";
-  $("#top-note").textContent = note || (res.mode === "approx" ? "Approximate: ranked from the topK sketches." : "");
+  $("#top-note").textContent = note || (res.sketches ? "Approximate: candidates from the topK sketches." : "");
   topRows = res.ads;
   topSort = MEASURES[view.measure].fmt === "pct" || view.measure === "ecpm" ? view.measure : "";
   renderTop(metric === "spend_micros" ? "spend" : metric);
