@@ -44,7 +44,14 @@ type HTTPOptions struct {
 type HTTP struct {
 	endpoint string // URL with database and settings, without the query
 	o        HTTPOptions
-	writers  sync.Pool // *compress.Writer
+	framers  sync.Pool // *framer
+}
+
+// framer is an LZ4 writer and the buffer an insert's frames are gathered
+// in, reused from insert to insert.
+type framer struct {
+	w   *compress.Writer
+	buf []byte
 }
 
 // frameSize is the uncompressed size of one LZ4 frame, as ClickHouse's own
@@ -79,7 +86,7 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	}
 	u.RawQuery = q.Encode()
 	h := &HTTP{endpoint: u.String(), o: o}
-	h.writers.New = func() any { return compress.NewWriter(compress.LevelZero, compress.LZ4) }
+	h.framers.New = func() any { return &framer{w: compress.NewWriter(compress.LevelZero, compress.LZ4)} }
 	return h, nil
 }
 
@@ -87,23 +94,30 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 func (h *HTTP) Insert(ctx context.Context, query string, block []byte) error {
 	body := block
 	if !h.o.NoCompression {
-		w := h.writers.Get().(*compress.Writer)
-		defer h.writers.Put(w)
-		var framed []byte
+		f := h.framers.Get().(*framer)
+		defer h.framers.Put(f)
+		f.buf = f.buf[:0]
 		for len(block) > 0 {
 			n := min(len(block), frameSize)
-			if err := w.Compress(block[:n]); err != nil {
+			if err := f.w.Compress(block[:n]); err != nil {
 				return fmt.Errorf("compress block: %w", err)
 			}
-			framed = append(framed, w.Data...)
+			f.buf = append(f.buf, f.w.Data...)
 			block = block[n:]
 		}
-		body = framed
+		body = f.buf
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.endpoint+"&query="+url.QueryEscape(query), bytes.NewReader(body))
+	// The body's bytes are reused once Insert returns (the frames by the
+	// next insert, the block by the ingestor), and the Transport may still
+	// be writing them when an answer came early: end its reads first.
+	g := new(bodyGuard)
+	defer g.end()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.endpoint+"&query="+url.QueryEscape(query), g.reader(body))
 	if err != nil {
 		return fmt.Errorf("insert request: %w", err)
 	}
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return g.reader(body), nil }
 	if h.o.User != "" {
 		req.SetBasicAuth(h.o.User, h.o.Password)
 	}
@@ -122,6 +136,45 @@ func (h *HTTP) Insert(ctx context.Context, query string, block []byte) error {
 	}
 	return newServerError(resp, msg)
 }
+
+// bodyGuard ends the reads of a request body whose bytes its caller is
+// about to reuse: a Read after end fails instead of reading them.
+type bodyGuard struct {
+	mu    sync.Mutex
+	ended bool
+}
+
+var errBodyReused = errors.New("request body read after the insert returned")
+
+func (g *bodyGuard) end() {
+	g.mu.Lock()
+	g.ended = true
+	g.mu.Unlock()
+}
+
+// reader reads b until end.
+func (g *bodyGuard) reader(b []byte) io.ReadCloser { return &guardedReader{g: g, b: b} }
+
+type guardedReader struct {
+	g *bodyGuard
+	b []byte
+}
+
+func (r *guardedReader) Read(p []byte) (int, error) {
+	r.g.mu.Lock()
+	defer r.g.mu.Unlock()
+	if r.g.ended {
+		return 0, errBodyReused
+	}
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func (r *guardedReader) Close() error { return nil }
 
 // ServerError is an error answer of ClickHouse.
 type ServerError struct {

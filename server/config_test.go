@@ -125,6 +125,8 @@ func TestValidateCombinations(t *testing.T) {
 		{"redis address", "Redis.Addr", func(c *server.Config) { c.Redis.Addr = "redis" }},
 		{"dead letters kept less than a day", "DeadLetterRetention", func(c *server.Config) { c.DeadLetterRetention = time.Hour }},
 		{"too many inserts at once", "Ingest.MaxInflight", func(c *server.Config) { c.Ingest.MaxInflight = 65 }},
+		{"unknown compression", "ClickHouseCompression", func(c *server.Config) { c.ClickHouseCompression = "gzip" }},
+		{"empty compression", "ClickHouseCompression", func(c *server.Config) { c.ClickHouseCompression = "" }},
 		{"zookeeper not host:port", "ZooKeeper", func(c *server.Config) { c.ZooKeeper = "zk1:2181,zk2" }},
 		{"several instances on a cluster without zookeeper", "ZooKeeper", func(c *server.Config) {
 			c.SharedDedup, c.ClickHouse.Cluster, c.ClickHouse.Shards = true, "clickagg", [][]string{{"http://ch:8123"}}
@@ -136,5 +138,47 @@ func TestValidateCombinations(t *testing.T) {
 		if err := c.Validate(); !errors.As(err, &ce) || ce.Field != tc.field || ce.Want == "" {
 			t.Errorf("%s: %v, want a ConfigError naming %s", tc.name, err, tc.field)
 		}
+	}
+}
+
+// TestCompressInserts: auto leaves blocks uncompressed only when every URL
+// the ingest posts to is on a loopback host; lz4 and none are as said.
+func TestCompressInserts(t *testing.T) {
+	for _, tc := range []struct {
+		setting, http string
+		shards        [][]string // a cluster when not nil
+		want          bool
+	}{
+		{"auto", "http://127.0.0.1:8123", nil, false},
+		{"auto", "http://127.1.2.3:8123", nil, false},
+		{"auto", "http://localhost:8123", nil, false},
+		{"auto", "https://LocalHost.:8443", nil, false},
+		{"auto", "http://[::1]:8123", nil, false},
+		{"auto", "http://[::ffff:127.0.0.1]:8123", nil, false},
+		{"auto", "http://clickhouse:8123", nil, true},
+		{"auto", "http://10.0.0.5:8123", nil, true},
+		{"auto", "http://128.0.0.1:8123", nil, true},
+		{"auto", "http://[::2]:8123", nil, true},
+		{"auto", "http://localhost.example.com:8123", nil, true},
+		{"auto", "http://user@127.0.0.1.nip.io:8123", nil, true},
+		{"auto", "http://[::1", nil, true}, // unparsable: compress, the safe side
+		{"lz4", "http://127.0.0.1:8123", nil, true},
+		{"none", "http://clickhouse:8123", nil, false},
+		// A cluster posts to its shards' URLs only, not to ClickHouse.HTTP.
+		{"auto", "http://clickhouse:8123", [][]string{{"http://127.0.0.1:8123", "http://127.0.0.2:8123"}, {"http://localhost:8124"}}, false},
+		{"auto", "http://127.0.0.1:8123", [][]string{{"http://127.0.0.1:8123"}, {"http://127.0.0.1:8124", "http://ch2:8123"}}, true},
+		{"none", "http://127.0.0.1:8123", [][]string{{"http://ch1:8123"}, {"http://ch2:8123"}}, false},
+	} {
+		c := server.DefaultConfig()
+		c.ClickHouseCompression, c.ClickHouse.HTTP = tc.setting, tc.http
+		if tc.shards != nil {
+			c.ClickHouse.Cluster, c.ClickHouse.Shards = "clickagg", tc.shards
+		}
+		if got := c.CompressInserts(); got != tc.want {
+			t.Errorf("%s, %s, shards %v: compress %v, want %v", tc.setting, tc.http, tc.shards, got, tc.want)
+		}
+	}
+	if server.DefaultConfig().ClickHouseCompression != server.CompressionAuto {
+		t.Errorf("default compression %q, want auto", server.DefaultConfig().ClickHouseCompression)
 	}
 }

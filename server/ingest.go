@@ -26,9 +26,10 @@ type ingest interface {
 // cluster: one ingestor per shard, into the local events table of the
 // shard's replicas (Failover; identical blocks resent rather than probed,
 // the Replicated table stores them once), rows routed by event_id; dead
-// letters to any node's local table.
-func openIngest(ctx context.Context, conn driver.Conn, ch chclient.Options, o ingestor.Options) (ingest, ingestor.Transport, error) {
-	ho := ingestor.HTTPOptions{URL: ch.HTTP, Database: ch.Database, User: ch.User, Password: ch.Password, TLS: ch.TLS}
+// letters to any node's local table. compress: blocks are LZ4-framed
+// (Config.CompressInserts).
+func openIngest(ctx context.Context, conn driver.Conn, ch chclient.Options, o ingestor.Options, compress bool) (ingest, ingestor.Transport, error) {
+	ho := ingestor.HTTPOptions{URL: ch.HTTP, Database: ch.Database, User: ch.User, Password: ch.Password, TLS: ch.TLS, NoCompression: !compress}
 	if ch.Cluster == "" {
 		tr, err := ingestor.NewHTTP(ho)
 		if err != nil {

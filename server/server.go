@@ -118,7 +118,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	var dead ingestor.Transport
-	if s.in, dead, err = openIngest(ctx, s.conn, ch, cfg.Ingest); err != nil {
+	if s.in, dead, err = openIngest(ctx, s.conn, ch, cfg.Ingest, cfg.CompressInserts()); err != nil {
 		return nil, err
 	}
 	if ch.Cluster != "" {

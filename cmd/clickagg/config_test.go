@@ -51,6 +51,7 @@ var badValues = map[string]string{
 	"CLICKAGG_REDIS_TLS_SERVER_NAME":      "redis.internal",
 	"CLICKAGG_CLICKHOUSE_CLUSTER":         "", // any name: ClickHouse says whether it is one
 	"CLICKAGG_CLICKHOUSE_SHARDS":          "ftp://node1:8123",
+	"CLICKAGG_CLICKHOUSE_COMPRESSION":     "gzip",
 	"CLICKAGG_CLICKHOUSE_DATABASE":        "", // any name: ClickHouse says whether it exists
 	"CLICKAGG_CLICKHOUSE_USER":            "", // any name
 	"CLICKAGG_REDIS_USER":                 "", // any name

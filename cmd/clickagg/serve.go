@@ -28,6 +28,7 @@ func setupServe(f *flags) func(ctx context.Context, stdout, stderr io.Writer) er
 	f.v(&c.Ingest.Linger, "linger", "CLICKAGG_LINGER", "longest wait before a partial block is sent")
 	f.v(&c.Ingest.MaxInflight, "inflight", "CLICKAGG_INFLIGHT", "concurrent INSERTs (1 to 64)")
 	f.v(&c.Ingest.MaxBufferedRows, "max-buffered-rows", "CLICKAGG_MAX_BUFFERED_ROWS", "rows buffered before new requests wait, then get 503 (at least --batch-rows)")
+	f.v(&c.ClickHouseCompression, "clickhouse-compression", "CLICKAGG_CLICKHOUSE_COMPRESSION", "how inserted blocks travel to ClickHouse: lz4, none, or auto: none when every ClickHouse HTTP URL inserted into is on a loopback host (LZ4 would cost CPU for nothing), else lz4 (saves bandwidth)")
 	f.v(&c.Collector.MaxBodyBytes, "max-body-bytes", "CLICKAGG_MAX_BODY_BYTES", "largest request body (413 above)")
 	f.v(&c.Collector.MaxInflightBytes, "max-inflight-mib", "CLICKAGG_MAX_INFLIGHT_MIB", "request bodies (as sent and inflated) being handled at once, in MiB; past it ingest answers 503; at least --max-body-bytes + 32 MiB so that the largest request fits (bounds memory under overload: about 330 MiB + 4 x this, plus the dedup set)")
 	f.v(&c.Collector.MaxEvents, "max-events", "CLICKAGG_MAX_EVENTS", "most events in one request (413 above)")
