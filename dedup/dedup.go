@@ -59,6 +59,7 @@ type Set struct {
 	win     atomic.Pointer[window]
 	counts  [256]atomic.Int64 // ids per live bucket, by tag
 	entries atomic.Int64
+	pending atomic.Int64 // ids held by claims
 	evicted atomic.Int64
 }
 
@@ -74,7 +75,7 @@ const (
 	DefaultHorizon    = 2 * time.Hour
 	DefaultBuckets    = 24
 	DefaultMaxEntries = 200_000_000
-	// MaxBuckets keeps a live bucket's tag unique among the 255 tags with
+	// MaxBuckets keeps a live bucket's tag unique among the 254 tags with
 	// room for sweeps: a shard is rebuilt before a tag comes round again.
 	MaxBuckets = 128
 )
@@ -112,14 +113,15 @@ func New(o Options) *Set {
 	s.clock.Unlock()
 	for i := range s.shards {
 		s.shards[i].swept = cur
+		s.shards[i].settled.L = &s.shards[i].mu
 	}
 	return s
 }
 
 func (s *Set) epoch(t time.Time) int64 { return t.UnixNano() / int64(s.width) }
 
-// tagOf is the tag of an epoch: 1 to 255, 0 marking an empty slot.
-func tagOf(epoch int64) uint64 { return uint64(epoch%255) + 1 }
+// tagOf is the tag of an epoch: 1 to tags (table.go).
+func tagOf(epoch int64) uint64 { return uint64(epoch%tags) + 1 }
 
 // now returns the window of the present, advancing it when time has.
 func (s *Set) now() *window {
@@ -171,11 +173,26 @@ const (
 // Claim is one request's hold on the ids it is committing. Settle it once,
 // with whether the commit succeeded.
 type Claim struct {
-	fps  []uint64
-	done chan struct{}
-	ok   bool
-	// waits are the other claims holding ids this one found in flight.
-	waits []*Claim
+	s   *Set
+	fps []uint64
+	at  []uint64 // where each of fps is pending: its shard's gen<<32 | slot
+	// own is fps as a set, made when an id pending in its shard is met
+	// again in the same request (rare): is it this claim's?
+	own map[uint64]struct{}
+	// waits are the ids other claims held when this one was checked.
+	waits []uint64
+}
+
+// holds reports whether fp is among c's own ids.
+func (c *Claim) holds(fp uint64) bool {
+	if c.own == nil {
+		c.own = make(map[uint64]struct{}, len(c.fps))
+		for _, f := range c.fps {
+			c.own[f] = struct{}{}
+		}
+	}
+	_, ok := c.own[fp]
+	return ok
 }
 
 // Check claims the new fingerprints of fps for one request and tells, for
@@ -183,7 +200,7 @@ type Claim struct {
 // receives the verdicts (reused when large enough).
 func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 	out = out[:0]
-	c := &Claim{done: make(chan struct{})}
+	c := &Claim{s: s}
 	s.now()
 	for _, fp := range fps {
 		sh := &s.shards[uint8(fp)]
@@ -194,21 +211,23 @@ func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 		w := s.win.Load()
 		sh.sweepIfStale(w)
 		v := Fresh
-		if found, _ := sh.find(fp, w); found {
+		switch state, i := sh.find(fp, w); state {
+		case live:
 			v = Duplicate
-		} else if other, ok := sh.pending[fp]; ok {
-			if other == c {
+		case pending:
+			if c.holds(fp) {
 				v = Duplicate
 			} else {
 				v = InFlight
-				c.waits = append(c.waits, other)
+				c.waits = append(c.waits, fp)
 			}
-		} else {
-			if sh.pending == nil {
-				sh.pending = make(map[uint64]*Claim)
+		default:
+			i = sh.place(fp, fp&^0xff|pendingTag, i, w)
+			c.fps, c.at = append(c.fps, fp), append(c.at, uint64(sh.gen)<<32|uint64(i))
+			if c.own != nil {
+				c.own[fp] = struct{}{}
 			}
-			sh.pending[fp] = c
-			c.fps = append(c.fps, fp)
+			s.pending.Add(1)
 		}
 		sh.mu.Unlock()
 		out = append(out, v)
@@ -220,26 +239,18 @@ func (s *Set) Check(fps []uint64, out []Verdict) (*Claim, []Verdict) {
 // ids of a failed commit are released so that a retry counts them as new.
 func (s *Set) Settle(c *Claim, committed bool) {
 	s.settle(c, func(uint64) bool { return committed })
-	c.ok = committed
-	close(c.done)
 }
 
 // SettleEach is Settle with the outcome of each fingerprint of the claim:
 // a request whose rows went to several shards may have committed some and
 // not others. committed is called before any shard is locked, so it may
-// block (to learn an outcome that was unknown). The claim's waiters see it
-// failed if any of its ids failed: they resend, and the committed ones are
-// duplicates then.
+// block (to learn an outcome that was unknown).
 func (s *Set) SettleEach(c *Claim, committed func(fp uint64) bool) {
 	ok := make(map[uint64]bool, len(c.fps))
-	all := true
 	for _, fp := range c.fps {
 		ok[fp] = committed(fp)
-		all = all && ok[fp]
 	}
 	s.settle(c, func(fp uint64) bool { return ok[fp] })
-	c.ok = all
-	close(c.done)
 }
 
 // settle releases the claim's ids and remembers those keep says committed.
@@ -247,7 +258,7 @@ func (s *Set) settle(c *Claim, keep func(uint64) bool) {
 	s.now()
 	var tag uint64
 	added := int64(0)
-	for _, fp := range c.fps {
+	for k, fp := range c.fps {
 		sh := &s.shards[uint8(fp)]
 		sh.mu.Lock()
 		w := s.win.Load() // see Check
@@ -255,11 +266,19 @@ func (s *Set) settle(c *Claim, keep func(uint64) bool) {
 			s.added(tag, added)
 			tag, added = t, 0
 		}
-		if sh.pending[fp] == c {
-			delete(sh.pending, fp)
-		}
-		if keep(fp) && sh.insert(fp, tag, w) {
-			added++
+		// Only c writes its ids' pending slots, so one still pending is
+		// c's (Release took back the ones it gave away).
+		if i := sh.held(fp, c.at[k], w); i >= 0 {
+			if keep(fp) {
+				sh.slots[i] = fp&^0xff | tag
+				added++
+			} else {
+				sh.slots[i] = deadSlot(fp)
+			}
+			s.pending.Add(-1)
+			if sh.waiting > 0 {
+				sh.settled.Broadcast()
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -304,31 +323,48 @@ func (s *Set) Release(c *Claim, fps []uint64) {
 	drop := make(map[uint64]bool, len(fps))
 	for _, fp := range fps {
 		drop[fp] = true
+	}
+	n := 0
+	for k, fp := range c.fps {
+		if !drop[fp] {
+			c.fps[n], c.at[n] = fp, c.at[k]
+			n++
+			continue
+		}
 		sh := &s.shards[uint8(fp)]
 		sh.mu.Lock()
-		if sh.pending[fp] == c {
-			delete(sh.pending, fp)
+		if i := sh.held(fp, c.at[k], s.win.Load()); i >= 0 {
+			sh.slots[i] = deadSlot(fp)
+			s.pending.Add(-1)
+			if sh.waiting > 0 {
+				sh.settled.Broadcast()
+			}
 		}
 		sh.mu.Unlock()
 	}
-	kept := c.fps[:0]
-	for _, fp := range c.fps {
-		if !drop[fp] {
-			kept = append(kept, fp)
-		}
-	}
-	c.fps = kept
+	c.fps, c.at = c.fps[:n], c.at[:n]
 }
 
-// Wait blocks until every claim holding an id this claim found in flight is
-// settled, and reports whether all of them committed. When one did not, the
+// Wait blocks until no claim holds an id this claim found in flight, and
+// reports whether all of them were committed. When one was not, the
 // caller's copy was stored as a duplicate and is not counted: it must ask
 // the sender to retry.
 func (c *Claim) Wait() bool {
 	ok := true
-	for _, w := range c.waits {
-		<-w.done
-		ok = ok && w.ok
+	for _, fp := range c.waits {
+		sh := &c.s.shards[uint8(fp)]
+		sh.mu.Lock()
+		for {
+			state, _ := sh.find(fp, c.s.win.Load())
+			if state != pending {
+				ok = ok && state == live
+				break
+			}
+			sh.waiting++
+			sh.settled.Wait()
+			sh.waiting--
+		}
+		sh.mu.Unlock()
 	}
 	return ok
 }
@@ -363,12 +399,7 @@ func (s *Set) Add(t time.Time, fps ...uint64) {
 func (s *Set) Stats() Stats {
 	w := s.now()
 	st := Stats{Entries: s.entries.Load(), Evicted: s.evicted.Load(), HorizonSeconds: s.o.Horizon.Seconds()}
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		st.Pending += int64(len(sh.pending))
-		sh.mu.Unlock()
-	}
+	st.Pending = s.pending.Load()
 	if st.Evicted > 0 {
 		oldest := w.lo
 		for oldest < w.cur && s.counts[tagOf(oldest)].Load() == 0 {

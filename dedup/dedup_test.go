@@ -136,7 +136,7 @@ func TestTableKeepsIDs(t *testing.T) {
 }
 
 // Dead slots are passed over, reused and swept: an id whose bucket expired
-// is new again however long ago that was (a tag comes round every 255
+// is new again however long ago that was (a tag comes round every 254
 // buckets), and the table does not grow with what expired.
 func TestExpiredSlotsSwept(t *testing.T) {
 	c := &clock{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
@@ -253,22 +253,28 @@ func BenchmarkCheck(b *testing.B) {
 }
 
 // SettleEach keeps the committed ids of a partly failed claim (its other
-// ids are free again), and the claim's waiters see it failed.
+// ids are free again); a waiter learns the outcome of the ids it waited
+// for: one that failed must be resent, one that committed need not.
 func TestSettleEach(t *testing.T) {
 	s := New(Options{})
 	c, v := s.Check([]uint64{1, 2, 3, 4}, nil)
 	if v[0] != Fresh || v[3] != Fresh {
 		t.Fatalf("verdicts %v", v)
 	}
-	waiter, v2 := s.Check([]uint64{2, 9}, nil)
-	if v2[0] != InFlight {
-		t.Fatalf("verdicts %v", v2)
+	onFailed, v2 := s.Check([]uint64{1, 9}, nil)
+	onCommitted, v4 := s.Check([]uint64{2, 10}, nil)
+	if v2[0] != InFlight || v4[0] != InFlight {
+		t.Fatalf("verdicts %v and %v", v2, v4)
 	}
 	s.SettleEach(c, func(fp uint64) bool { return fp%2 == 0 })
-	if waiter.Wait() {
-		t.Error("a waiter of a partly failed claim saw it succeed")
+	if onFailed.Wait() {
+		t.Error("a waiter on an id that failed saw it committed")
 	}
-	s.Settle(waiter, true)
+	if !onCommitted.Wait() {
+		t.Error("a waiter on an id that committed saw it failed")
+	}
+	s.Settle(onFailed, false)
+	s.Settle(onCommitted, false)
 	_, v3 := s.Check([]uint64{1, 2, 3, 4}, nil)
 	want := []Verdict{Fresh, Duplicate, Fresh, Duplicate}
 	for i := range want {
@@ -315,5 +321,60 @@ func TestWindowMovesDuringCheck(t *testing.T) {
 	wg.Wait()
 	if fresh.Load() != rounds*size {
 		t.Fatalf("%d fresh verdicts for %d ids: a settled id was taken for new", fresh.Load(), rounds*size)
+	}
+}
+
+// A claim's ids stay held while their shard is rebuilt under them (the
+// slots it noted move): settling finds them again, committed ones are
+// remembered and failed ones free.
+func TestSettleAfterRebuild(t *testing.T) {
+	s := New(Options{})
+	inShard := func(k uint64) uint64 { return k<<8 | 7 }
+	ok, failed := []uint64{inShard(1), inShard(2)}, []uint64{inShard(3)}
+	cOK, _ := s.Check(ok, nil)
+	cFailed, _ := s.Check(failed, nil)
+	gen := s.shards[7].gen
+	for k := uint64(100); k < 2100; k++ { // grows shard 7 past its table
+		s.Add(time.Now(), inShard(k))
+	}
+	if s.shards[7].gen == gen {
+		t.Fatal("shard 7 was not rebuilt")
+	}
+	if _, v := s.Check(append(ok, failed...), nil); !slices.Equal(v, []Verdict{InFlight, InFlight, InFlight}) {
+		t.Fatalf("held ids after a rebuild: %v, want in flight", v)
+	}
+	s.Settle(cOK, true)
+	s.Settle(cFailed, false)
+	c, v := s.Check(append(ok, failed...), nil)
+	if !slices.Equal(v, []Verdict{Duplicate, Duplicate, Fresh}) {
+		t.Fatalf("after settling: %v, want committed ids duplicates and the failed one fresh", v)
+	}
+	s.Settle(c, false)
+	if st := s.Stats(); st.Entries != 2000+2 || st.Pending != 0 {
+		t.Fatalf("stats %+v, want 2002 ids and none pending", st)
+	}
+}
+
+// Wait blocks while the id is held, and wakes when its holder settles.
+func TestWaitBlocksUntilSettled(t *testing.T) {
+	s := New(Options{})
+	a, _ := s.Check([]uint64{5, 6}, nil)
+	b, v := s.Check([]uint64{5}, nil)
+	if v[0] != InFlight {
+		t.Fatalf("verdict %v", v)
+	}
+	settled := make(chan struct{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		close(settled)
+		s.Settle(a, true)
+	}()
+	if !b.Wait() {
+		t.Fatal("the holder committed")
+	}
+	select {
+	case <-settled:
+	default:
+		t.Fatal("Wait returned before the holder settled")
 	}
 }
