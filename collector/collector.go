@@ -487,8 +487,8 @@ func (c *Collector) settleShared(shared *claims.Claim, committed func(uint64) bo
 	}
 }
 
-// commit marks resends, commits the rows and the dead letters, and settles
-// the request's claim on its event ids.
+// commit marks resends, commits the rows, then the dead letters, and
+// settles the request's claim on its event ids.
 func (c *Collector) commit(r *request, now time.Time) error {
 	var claim *dedup.Claim
 	var shared *claims.Claim
@@ -515,12 +515,6 @@ func (c *Collector) commit(r *request, now time.Time) error {
 		r.hours = rows.PastHours(now, r.hours)
 	}
 
-	deadDone := make(chan error, 1)
-	if r.dead.Len() > 0 {
-		go func() { deadDone <- c.storeDead(&r.dead) }()
-	} else {
-		deadDone <- nil
-	}
 	var err error
 	var p ingestor.Pending
 	if rows.Len() > 0 {
@@ -563,7 +557,11 @@ func (c *Collector) commit(r *request, now time.Time) error {
 		}
 		c.o.Dedup.Settle(claim, committed && sharedOK)
 	}
-	err = errors.Join(err, <-deadDone)
+	// Dead letters only once the rows are in: a request answered 503 is
+	// resent whole, and its refused events must not be stored twice.
+	if err == nil {
+		err = c.storeDead(&r.dead)
+	}
 	if err != nil {
 		return err
 	}
