@@ -98,8 +98,11 @@ bench-go: build
 bench-go-baseline: bench-go
 	cp benchmarks/go-latest.txt benchmarks/go-baseline.txt
 
-# Ingest end to end: clickagg's collector against clickhouse-client's loader
-# on the same corpus (INGEST_EVENTS, default 2 M).
+# Ingest end to end, the peers side by side on the same corpus (INGEST_EVENTS,
+# default 2 M): clickhouse-client's loader, clickhouse-go batches, JSONEachRow
+# straight to ClickHouse's HTTP interface, the same into a Buffer table, and
+# clickagg's collector, at each client pattern of PATTERNS (default
+# "8x5000 64x500"; EVENTS_HTTP for a smaller corpus for the direct peers).
 INGEST_EVENTS ?= 2000000
 bench-ingest:
 	benchmarks/ingest.sh $(INGEST_EVENTS)
