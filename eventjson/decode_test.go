@@ -146,16 +146,18 @@ func TestEach(t *testing.T) {
 }
 
 func TestDecodeAllocs(t *testing.T) {
-	var d Decoder
-	var ev clickagg.Event
-	line := []byte(good)
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := d.Decode(line, &ev); err != nil {
-			t.Fatal(err)
+	// good goes through fastjson (its "extra" is nested), the other through scan
+	for _, line := range [][]byte{[]byte(good), generated(1)} {
+		var d Decoder
+		var ev clickagg.Event
+		allocs := testing.AllocsPerRun(100, func() {
+			if err := d.Decode(line, &ev); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per event, want 0", line, allocs)
 		}
-	})
-	if allocs != 0 {
-		t.Errorf("%v allocations per event, want 0", allocs)
 	}
 }
 
@@ -178,4 +180,20 @@ func FuzzDecode(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// A line that is not a JSON object leaves nothing of the event before it:
+// its dead letter gets no event id.
+func TestNotJSONForgetsPreviousEvent(t *testing.T) {
+	var d Decoder
+	body := good + "\nnot json\n[1]\n"
+	err := d.Each([]byte(body), func(i int, _ []byte, ev *clickagg.Event, err error) error {
+		if i > 0 && (err == nil || ev.EventID != "") {
+			t.Errorf("line %d: event id %q, error %v; want none and an error", i, ev.EventID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
