@@ -12,7 +12,7 @@ LISTEN ?= 127.0.0.1:8080
 # "context deadline exceeded" at its end on go1.26 (golang/go#75804).
 FUZZTIME ?= 300000x
 
-.PHONY: all build run run-cluster cluster-down run-several bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-http bench bench-quick clean bench-soak screenshots
+.PHONY: all build run run-cluster cluster-down run-several bench-cluster services-up services-down services-status migrate test test-short fuzz bench-query bench-go bench-go-baseline bench-kafka bench-ingest bench-profile bench-http bench bench-quick clean bench-soak screenshots
 
 all: build
 
@@ -106,6 +106,11 @@ bench-go-baseline: bench-go
 INGEST_EVENTS ?= 2000000
 bench-ingest:
 	benchmarks/ingest.sh $(INGEST_EVENTS)
+
+# Where serve's CPU goes under the 64 x 500 collector load: a pprof CPU
+# profile sorted into groups, in µs per event (benchmarks/profile.sh).
+bench-profile:
+	benchmarks/profile.sh $(INGEST_EVENTS)
 
 # HTTP throughput with wrk: the cached metrics endpoint and the collector.
 HTTP_SECONDS ?= 15

@@ -15,14 +15,12 @@ import (
 
 	"github.com/clickagg/clickagg"
 	"github.com/clickagg/clickagg/chclient"
+	"github.com/clickagg/clickagg/schema"
 )
 
 // TopKCapacity is the parameter of the top_ads_minute sketch: approximate
 // top-N ranks among at most this many candidate ads.
 const TopKCapacity = 1000
-
-// sketchTable holds the per-minute topK sketches (schema.Sketches).
-const sketchTable = "top_ads_minute"
 
 // Options configures a Store. The zero value works.
 type Options struct {
@@ -338,7 +336,7 @@ func candidates(q clickagg.TopQuery) (string, []any, error) {
 	if q.N > TopKCapacity {
 		return "", nil, &clickagg.ParamError{Param: "n", Message: fmt.Sprintf("approx ranks at most %d ads", TopKCapacity)}
 	}
-	sub := "SELECT DISTINCT arrayJoin(arraySlice(finalizeAggregation(top_ads), 1, ?)) AS candidate FROM " + sketchTable + " WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND type = ?"
+	sub := "SELECT DISTINCT arrayJoin(arraySlice(finalizeAggregation(top_ads), 1, ?)) AS candidate FROM " + schema.Sketches + " WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND type = ?"
 	return sub, []any{perMinute(q), q.Range.From.Unix(), q.Range.To.Unix(), typ}, nil
 }
 
@@ -378,7 +376,7 @@ func (s *Store) sketchesCover(ctx context.Context, r clickagg.Range) bool {
 	if s.sketchSlower(ctx) {
 		return false
 	}
-	from, ok := s.cov.get(ctx, s.conn, s.settings(), s.o.QueryTimeout)[sketchTable]
+	from, ok := s.cov.get(ctx, s.conn, s.settings(), s.o.QueryTimeout)[schema.Sketches]
 	return ok && !r.From.Before(from)
 }
 

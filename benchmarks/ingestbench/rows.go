@@ -123,10 +123,12 @@ func toColumns(lines [][]byte) (*columns, error) {
 	var c columns
 	now := time.Now().UTC().Truncate(time.Second)
 	err := eachEvent(lines, func(_ int, ev *clickagg.Event) error {
-		c.ids, c.types, c.ads, c.camps, c.users = append(c.ids, ev.EventID), append(c.types, ev.Type.String()), append(c.ads, ev.AdID), append(c.camps, ev.CampaignID), append(c.users, ev.UserID)
+		// The event's strings and IP are the decoder's until the next line.
+		ip := ev.IP
+		c.ids, c.types, c.ads, c.camps, c.users = append(c.ids, strings.Clone(ev.EventID)), append(c.types, ev.Type.String()), append(c.ads, strings.Clone(ev.AdID)), append(c.camps, strings.Clone(ev.CampaignID)), append(c.users, strings.Clone(ev.UserID))
 		c.countries, c.fmts, c.devs = append(c.countries, string(ev.Country[:])), append(c.fmts, ev.AdFormat.String()), append(c.devs, ev.Device.String())
 		c.ts, c.millis, c.received = append(c.ts, ev.Time.Truncate(time.Second)), append(c.millis, uint16(ev.Time.Nanosecond()/1e6)), append(c.received, now)
-		c.ips, c.prices, c.dups = append(c.ips, ev.IP[:]), append(c.prices, ev.PriceMicros), append(c.dups, 0)
+		c.ips, c.prices, c.dups = append(c.ips, ip[:]), append(c.prices, ev.PriceMicros), append(c.dups, 0)
 		return nil
 	})
 	return &c, err
